@@ -1,0 +1,177 @@
+"""One typed settings object, read from the environment once.
+
+Nothing else in core reads ``os.environ``. Plugins read their own prefixed
+variables the same way (see ``mpr_lambda/settings.py``). A bad value raises
+:class:`~mpr.errors.ConfigError` naming the variable and what was expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpr.errors import ConfigError
+
+EXECUTORS_HINT = "local, lambda or gcp (or one registered by a plugin)"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip()
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = _str(env, name)
+    if value is not None and not value.startswith(tuple(f"{s}://" for s in schemes)):
+        raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+    return value
+
+
+def find_ffmpeg(configured: str | None) -> str:
+    """Return the ffmpeg binary: MPR_FFMPEG, else ``ffmpeg`` on PATH, else imageio-ffmpeg's."""
+    if configured:
+        path = shutil.which(configured) or (configured if Path(configured).is_file() else None)
+        if not path:
+            raise ConfigError(f"MPR_FFMPEG points to {configured!r}, which is not an executable file")
+        return path
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise ConfigError("no ffmpeg found: install ffmpeg, or pip install imageio-ffmpeg, or set MPR_FFMPEG") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything MPR reads from the environment (see README, "Configuration")."""
+
+    database_url: str = "sqlite://var/mpr.db"
+    media_in: str = "./media/in"
+    media_out: str = "./media/out"
+    media_base_url: str | None = None
+    media_out_base_url: str | None = None
+    executor: str = "local"
+    redis_url: str | None = None
+    workers: int = 1
+    chunk_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    chunk_seconds: float = 10.0
+    ffmpeg_path: str | None = None
+    api_token: str | None = None
+    admin_password: str | None = None
+    callback_secret: str | None = None
+    public_url: str = "http://127.0.0.1:8702"
+    s3_endpoint_url: str | None = None
+    heartbeat_timeout: float = 60.0
+    var_dir: str = "var"
+    host: str = "127.0.0.1"
+    port: int = 8702
+    grpc_port: int = 50051
+    load_plugins: tuple[str, ...] | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); raise ConfigError on a bad value."""
+        env = os.environ if env is None else env
+        database_url = _str(env, "MPR_DATABASE_URL", cls.database_url)
+        if not database_url.startswith(("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")):
+            raise ConfigError(
+                f"MPR_DATABASE_URL must start with sqlite:// or postgres://, got {database_url!r}"
+            )
+        executor = _str(env, "MPR_EXECUTOR", "local")
+        if not executor.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"MPR_EXECUTOR must be a name such as {EXECUTORS_HINT}, got {executor!r}")
+        plugins_raw = _str(env, "MPR_LOAD_PLUGINS")
+        load_plugins = None
+        if plugins_raw is not None:
+            load_plugins = tuple(p.strip() for p in plugins_raw.split(",") if p.strip())
+        log_level = _str(env, "MPR_LOG_LEVEL", "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError(f"MPR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+        return cls(
+            database_url=database_url,
+            media_in=_str(env, "MEDIA_IN", cls.media_in),
+            media_out=_str(env, "MEDIA_OUT", cls.media_out),
+            media_base_url=_url(env, "MEDIA_BASE_URL", ("http", "https")),
+            media_out_base_url=_url(env, "MEDIA_OUT_BASE_URL", ("http", "https")),
+            executor=executor,
+            redis_url=_url(env, "MPR_REDIS_URL", ("redis", "rediss", "unix")),
+            workers=_int(env, "MPR_WORKERS", 1, minimum=1),
+            chunk_workers=_int(env, "MPR_CHUNK_WORKERS", os.cpu_count() or 1, minimum=1),
+            chunk_seconds=_float(env, "MPR_CHUNK_SECONDS", 10.0, minimum=0.5),
+            ffmpeg_path=_str(env, "MPR_FFMPEG"),
+            api_token=_str(env, "MPR_API_TOKEN"),
+            admin_password=_str(env, "MPR_ADMIN_PASSWORD"),
+            callback_secret=_str(env, "MPR_CALLBACK_SECRET"),
+            public_url=(_url(env, "MPR_PUBLIC_URL", ("http", "https")) or cls.public_url).rstrip("/"),
+            s3_endpoint_url=_url(env, "MPR_S3_ENDPOINT_URL", ("http", "https")),
+            heartbeat_timeout=_float(env, "MPR_HEARTBEAT_TIMEOUT", 60.0, minimum=1.0),
+            var_dir=_str(env, "MPR_VAR_DIR", "var"),
+            host=_str(env, "MPR_HOST", "127.0.0.1"),
+            port=_int(env, "MPR_PORT", 8702, minimum=1),
+            grpc_port=_int(env, "MPR_GRPC_PORT", 50051, minimum=0),
+            load_plugins=load_plugins,
+            log_level=log_level,
+        )
+
+    @functools.cached_property
+    def ffmpeg(self) -> str:
+        """Path of the ffmpeg binary to run (resolved lazily, cached)."""
+        return find_ffmpeg(self.ffmpeg_path)
+
+    @property
+    def var_path(self) -> Path:
+        """Directory for MPR's own state (SQLite database, huey queue, thumbnails)."""
+        path = Path(self.var_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def redacted(self) -> dict[str, object]:
+        """Settings as a dict with secrets replaced by ``"***"`` (for status pages and logs)."""
+        secret = {"api_token", "admin_password", "callback_secret"}
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = "***" if name in secret and value else value
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return Settings.from_env()

@@ -1,0 +1,5 @@
+"""MPR plugin package mpr_gcp: hook implementations only; the work lives in modules beside this one."""
+
+from __future__ import annotations
+
+from mpr import hookimpl  # noqa: F401
