@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from mpr.presets import Preset
+from mpr.presets import SOURCE_CONTAINER, Preset
 
-SOURCE_CONTAINER = "source"  # the ``copy`` preset keeps the source file's container
+
 
 STATIC_PRESETS: tuple[Preset, ...] = (
     Preset(

@@ -1,0 +1,895 @@
+"""The GraphQL API (Strawberry) at ``/graphql``.
+
+Every operation of the seed works unchanged (``assets(status: "ready")``,
+``createJob(input: {sourceAssetId, presetId})``, ...). Resolvers are thin:
+reads are plain ORM queries, writes call :mod:`mpr.service`. Nested fields
+(``job.sourceAsset``, ``job.chunks``, ``asset.jobs``) go through per-request
+DataLoaders, so a list costs a fixed number of queries whatever its length.
+
+Errors: an :class:`~mpr.errors.MprError` becomes a GraphQL error with its
+message; anything else is logged with its traceback and shown as
+``internal error (request id …)`` (see :class:`MaskInternalErrors`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import urllib.parse
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import Any
+
+import strawberry
+from graphql.error import GraphQLError
+from strawberry.dataloader import DataLoader
+from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.permission import BasePermission
+from strawberry.scalars import JSON
+from strawberry.types import Info
+from tortoise.expressions import Q
+
+import mpr
+from mpr import bus
+from mpr.errors import AuthError, MprError, NotFound, ValidationError
+from mpr.models import (
+    AssetKind,
+    AssetStatus,
+    JobChunk,
+    JobStatus,
+    MediaAsset,
+    TranscodeJob,
+    TranscodePreset,
+)
+from mpr.settings import Settings, get_settings
+
+log = logging.getLogger("mpr.api")
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+MAX_DEPTH = 8
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
+    """``value`` as a UUID, or ValidationError naming what was expected."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise ValidationError(f"{value!r} is not a valid {what} id (expected a UUID)") from None
+
+
+def _choice(value: str | None, enum: type, what: str) -> Any:
+    """A lowercase status/kind string (the seed's form) as its enum, or ValidationError."""
+    if value is None:
+        return None
+    try:
+        return enum(value.strip().lower())
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise ValidationError(f"unknown {what} {value!r}; expected one of {allowed}") from None
+
+
+def _page(limit: int | None, offset: int | None, first: int | None) -> tuple[int, int]:
+    size = first if first is not None else limit
+    size = DEFAULT_LIMIT if size is None else size
+    if size < 0 or size > MAX_LIMIT:
+        raise ValidationError(f"limit/first must be between 0 and {MAX_LIMIT}, got {size}")
+    offset = offset or 0
+    if offset < 0:
+        raise ValidationError(f"offset must be >= 0, got {offset}")
+    return size, offset
+
+
+def media_url(root: str, key: str) -> str:
+    """The URL a browser fetches a media key from: the storage's own URL, else MPR's ``/media/...`` route."""
+    from mpr import storage
+
+    settings = get_settings()
+    try:
+        backend = storage.media_out(settings) if root == "out" else storage.media_in(settings)
+        url = backend.url(key)
+    except MprError:
+        url = None
+    return url or f"/media/{root}/{urllib.parse.quote(key)}"
+
+
+def _context(info: Info) -> dict[str, Any]:
+    return info.context
+
+
+def bearer_token(headers: Any, params: dict[str, Any] | None = None) -> str | None:
+    """The bearer token from an Authorization header or graphql-ws connection params."""
+    raw = headers.get("authorization") if headers is not None else None
+    if not raw and params:
+        raw = params.get("Authorization") or params.get("authorization")
+        if not raw and isinstance(params.get("token"), str):
+            return params["token"]
+    if isinstance(raw, str) and raw.lower().startswith("bearer "):
+        return raw[7:].strip()
+    return None
+
+
+def token_ok(settings: Settings, token: str | None) -> bool:
+    """True when no API token is configured, or ``token`` equals it (constant-time)."""
+    if not settings.api_token:
+        return True
+    return token is not None and hmac.compare_digest(token.encode(), settings.api_token.encode())
+
+
+class TokenRequired(BasePermission):
+    """Mutations and subscriptions need ``Authorization: Bearer <MPR_API_TOKEN>`` when a token is set."""
+
+    message = "this operation needs 'Authorization: Bearer <token>' (MPR_API_TOKEN is set)"
+    error_class = AuthError
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        ctx = _context(info)
+        settings: Settings = ctx["settings"]
+        if not settings.api_token:
+            return True
+        conn = ctx.get("request") or ctx.get("socket") or ctx.get("websocket")
+        headers = getattr(conn, "headers", None)
+        return token_ok(settings, bearer_token(headers, ctx.get("connection_params")))
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _by_id(rows: Iterable[Any], keys: list[uuid.UUID]) -> list[Any]:
+    found = {row.id: row for row in rows}
+    return [found.get(k) for k in keys]
+
+
+async def _load_assets(keys: list[uuid.UUID]) -> list[MediaAsset | None]:
+    return _by_id(await MediaAsset.filter(id__in=keys), keys)
+
+
+async def _load_presets(keys: list[uuid.UUID]) -> list[TranscodePreset | None]:
+    return _by_id(await TranscodePreset.filter(id__in=keys), keys)
+
+
+async def _load_chunks(keys: list[uuid.UUID]) -> list[list[JobChunk]]:
+    grouped: dict[uuid.UUID, list[JobChunk]] = defaultdict(list)
+    for chunk in await JobChunk.filter(job_id__in=keys).order_by("index"):
+        grouped[chunk.job_id].append(chunk)
+    return [grouped.get(k, []) for k in keys]
+
+
+async def _load_asset_jobs(keys: list[uuid.UUID]) -> list[list[TranscodeJob]]:
+    grouped: dict[uuid.UUID, list[TranscodeJob]] = defaultdict(list)
+    for job in await TranscodeJob.filter(source_asset_id__in=keys).order_by("-created_at"):
+        grouped[job.source_asset_id].append(job)
+    return [grouped.get(k, []) for k in keys]
+
+
+def make_loaders() -> dict[str, DataLoader]:
+    """Fresh per-request DataLoaders (one query per kind of nested field per request)."""
+    return {
+        "assets": DataLoader(load_fn=_load_assets),
+        "presets": DataLoader(load_fn=_load_presets),
+        "chunks": DataLoader(load_fn=_load_chunks),
+        "asset_jobs": DataLoader(load_fn=_load_asset_jobs),
+    }
+
+
+# --------------------------------------------------------------------------- types
+
+
+@strawberry.type(description="A source video or audio file under MEDIA_IN.")
+class Asset:
+    id: strawberry.ID
+    path: str
+    filename: str
+    kind: str
+    size: float
+    status: str
+    error: str | None
+    duration: float | None
+    container: str | None
+    video_codec: str | None
+    audio_codec: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    bitrate: float | None
+    sample_rate: int | None
+    channels: int | None
+    comments: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @strawberry.field(description="Where a browser can play the file (Range-capable or presigned).")
+    def url(self) -> str:
+        return media_url("in", self.path)
+
+    @strawberry.field(description="A JPEG frame; append &t=<seconds> to pick the time.")
+    def thumbnail_url(self, t: float | None = None, w: int | None = None) -> str:
+        query = {k: v for k, v in (("t", t), ("w", w)) if v is not None}
+        return f"/api/assets/{self.id}/thumbnail" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    @strawberry.field(description="Jobs made from this asset, newest first.")
+    async def jobs(self, info: Info) -> list[Job]:
+        rows = await _context(info)["loaders"]["asset_jobs"].load(uuid.UUID(str(self.id)))
+        return [Job.from_model(j) for j in rows]
+
+    @classmethod
+    def from_model(cls, a: MediaAsset) -> Asset:
+        return cls(
+            id=strawberry.ID(str(a.id)),
+            path=a.path,
+            filename=a.filename,
+            kind=str(a.kind.value if hasattr(a.kind, "value") else a.kind),
+            size=float(a.size or 0),
+            status=str(a.status.value if hasattr(a.status, "value") else a.status),
+            error=a.error,
+            duration=a.duration,
+            container=a.container,
+            video_codec=a.video_codec,
+            audio_codec=a.audio_codec,
+            width=a.width,
+            height=a.height,
+            fps=a.fps,
+            bitrate=float(a.bitrate) if a.bitrate is not None else None,
+            sample_rate=a.sample_rate,
+            channels=a.channels,
+            comments=a.comments or "",
+            created_at=a.created_at,
+            updated_at=a.updated_at,
+        )
+
+
+@strawberry.type(description="An encoding recipe. Built-in and plugin presets cannot be deleted.")
+class Preset:
+    id: strawberry.ID
+    name: str
+    description: str
+    container: str
+    video_codec: str | None
+    video_bitrate: str | None
+    crf: int | None
+    speed_preset: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    audio_codec: str | None
+    audio_bitrate: str | None
+    sample_rate: int | None
+    channels: int | None
+    extra: JSON
+    source: str
+    modified: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @strawberry.field(description="True for presets shipped by MPR or a plugin (protected from deletion).")
+    def builtin(self) -> bool:
+        return self.source != "user"
+
+    @classmethod
+    def from_model(cls, p: TranscodePreset) -> Preset:
+        return cls(
+            id=strawberry.ID(str(p.id)),
+            name=p.name,
+            description=p.description or "",
+            container=p.container,
+            video_codec=p.video_codec,
+            video_bitrate=p.video_bitrate,
+            crf=p.crf,
+            speed_preset=p.speed_preset,
+            width=p.width,
+            height=p.height,
+            fps=p.fps,
+            audio_codec=p.audio_codec,
+            audio_bitrate=p.audio_bitrate,
+            sample_rate=p.sample_rate,
+            channels=p.channels,
+            extra=p.extra or {},
+            source=p.source,
+            modified=bool(p.modified),
+            created_at=p.created_at,
+            updated_at=p.updated_at,
+        )
+
+
+@strawberry.type(description="One time segment of a chunked job.")
+class Chunk:
+    index: int
+    start: float
+    end: float
+    status: str
+    attempts: int
+    worker: str | None
+    output_key: str | None
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def from_model(cls, c: JobChunk) -> Chunk:
+        return cls(
+            index=c.index,
+            start=c.start,
+            end=c.end,
+            status=str(c.status.value if hasattr(c.status, "value") else c.status),
+            attempts=c.attempts,
+            worker=c.worker,
+            output_key=c.output_key,
+            error=c.error,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+        )
+
+
+@strawberry.type(description="The file a completed job wrote to MEDIA_OUT.")
+class JobOutput:
+    path: str
+    size: float | None
+    duration: float | None
+
+    @strawberry.field(description="Download/playback URL (MPR's /media/out route or a presigned URL).")
+    def url(self) -> str:
+        return media_url("out", self.path)
+
+
+@strawberry.type(description="One transcode, trim or remux of one asset.")
+class Job:
+    id: strawberry.ID
+    status: str
+    progress: float
+    speed: float | None
+    eta: float | None
+    error: str | None
+    attempts: int
+    priority: int
+    executor: str
+    external_id: str | None
+    trim_start: float | None
+    trim_end: float | None
+    chunked: bool
+    chunk_seconds: float | None
+    chunk_workers: int | None
+    worker: str | None
+    output_path: str
+    source_path: str
+    source_asset_id: strawberry.ID | None
+    preset_id: strawberry.ID | None
+    preset_snapshot: JSON
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    output_size: strawberry.Private[float | None] = None
+    output_duration: strawberry.Private[float | None] = None
+
+    @strawberry.field(description="The output file, once the job is completed.")
+    def output(self) -> JobOutput | None:
+        if self.status != JobStatus.COMPLETED.value:
+            return None
+        return JobOutput(path=self.output_path, size=self.output_size, duration=self.output_duration)
+
+    @strawberry.field
+    async def source_asset(self, info: Info) -> Asset | None:
+        if self.source_asset_id is None:
+            return None
+        row = await _context(info)["loaders"]["assets"].load(uuid.UUID(str(self.source_asset_id)))
+        return Asset.from_model(row) if row else None
+
+    @strawberry.field
+    async def preset(self, info: Info) -> Preset | None:
+        if self.preset_id is None:
+            return None
+        row = await _context(info)["loaders"]["presets"].load(uuid.UUID(str(self.preset_id)))
+        return Preset.from_model(row) if row else None
+
+    @strawberry.field(description="Chunks of a chunked job, in order (empty otherwise).")
+    async def chunks(self, info: Info) -> list[Chunk]:
+        rows = await _context(info)["loaders"]["chunks"].load(uuid.UUID(str(self.id)))
+        return [Chunk.from_model(c) for c in rows]
+
+    @classmethod
+    def from_model(cls, j: TranscodeJob) -> Job:
+        return cls(
+            id=strawberry.ID(str(j.id)),
+            status=str(j.status.value if hasattr(j.status, "value") else j.status),
+            progress=j.progress or 0.0,
+            speed=j.speed,
+            eta=j.eta,
+            error=j.error,
+            attempts=j.attempts,
+            priority=j.priority,
+            executor=j.executor,
+            external_id=j.external_id,
+            trim_start=j.trim_start,
+            trim_end=j.trim_end,
+            chunked=j.chunked,
+            chunk_seconds=j.chunk_seconds,
+            chunk_workers=j.chunk_workers,
+            worker=j.worker,
+            output_path=j.output_path,
+            source_path=j.source_path,
+            source_asset_id=strawberry.ID(str(j.source_asset_id)) if j.source_asset_id else None,
+            preset_id=strawberry.ID(str(j.preset_id)) if j.preset_id else None,
+            preset_snapshot=j.preset_snapshot or {},
+            created_at=j.created_at,
+            started_at=j.started_at,
+            finished_at=j.finished_at,
+            output_size=float(j.output_size) if j.output_size is not None else None,
+            output_duration=j.output_duration,
+        )
+
+
+@strawberry.type
+class HealthCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+@strawberry.type(description="Is MPR able to work right now (the same checks as /readyz).")
+class SystemStatus:
+    status: str
+    version: str
+    executor: str
+    checks: list[HealthCheck]
+    pending_jobs: int
+    processing_jobs: int
+
+
+@strawberry.type
+class ScanResult:
+    found: int
+    registered: int
+    skipped: int
+    errors: list[str]
+
+
+@strawberry.type
+class DeleteResult:
+    ok: bool
+
+
+@strawberry.type(description="Something that happened to a job (status change, progress, chunk event).")
+class JobEventType:
+    job_id: strawberry.ID
+    type: str
+    status: str
+    progress: float
+    chunk_index: int
+    worker: str
+    fps: float
+    speed: float
+    eta: float
+    message: str
+    ts: float
+    sequence: int
+
+    @classmethod
+    def from_event(cls, e: Any) -> JobEventType:
+        return cls(
+            job_id=strawberry.ID(e.job_id),
+            type=e.type,
+            status=e.status,
+            progress=e.progress,
+            chunk_index=e.chunk_index,
+            worker=e.worker,
+            fps=e.fps,
+            speed=e.speed,
+            eta=e.eta,
+            message=e.message,
+            ts=e.ts,
+            sequence=e.seq,
+        )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@strawberry.input
+class CreateJobInput:
+    source_asset_id: strawberry.ID
+    preset_id: strawberry.ID | None = None
+    trim_start: float | None = None
+    trim_end: float | None = None
+    output_name: str | None = None
+    priority: int | None = None
+    chunked: bool | None = None
+    chunk_seconds: float | None = None
+    chunk_workers: int | None = None
+    executor: str | None = None
+
+
+@strawberry.input
+class UpdateAssetInput:
+    comments: str
+
+
+_PRESET_FIELDS = (
+    "name",
+    "description",
+    "container",
+    "video_codec",
+    "video_bitrate",
+    "crf",
+    "speed_preset",
+    "width",
+    "height",
+    "fps",
+    "audio_codec",
+    "audio_bitrate",
+    "sample_rate",
+    "channels",
+    "extra",
+)
+
+
+@strawberry.input(description="A new preset. Codecs: an ffmpeg encoder name, 'copy', or null/'none' to drop.")
+class PresetInput:
+    name: str
+    container: str
+    description: str | None = strawberry.UNSET
+    video_codec: str | None = strawberry.UNSET
+    video_bitrate: str | None = strawberry.UNSET
+    crf: int | None = strawberry.UNSET
+    speed_preset: str | None = strawberry.UNSET
+    width: int | None = strawberry.UNSET
+    height: int | None = strawberry.UNSET
+    fps: float | None = strawberry.UNSET
+    audio_codec: str | None = strawberry.UNSET
+    audio_bitrate: str | None = strawberry.UNSET
+    sample_rate: int | None = strawberry.UNSET
+    channels: int | None = strawberry.UNSET
+    extra: JSON | None = strawberry.UNSET
+
+
+@strawberry.input(description="Changes to a preset; only the fields given are changed.")
+class PresetUpdateInput:
+    name: str | None = strawberry.UNSET
+    container: str | None = strawberry.UNSET
+    description: str | None = strawberry.UNSET
+    video_codec: str | None = strawberry.UNSET
+    video_bitrate: str | None = strawberry.UNSET
+    crf: int | None = strawberry.UNSET
+    speed_preset: str | None = strawberry.UNSET
+    width: int | None = strawberry.UNSET
+    height: int | None = strawberry.UNSET
+    fps: float | None = strawberry.UNSET
+    audio_codec: str | None = strawberry.UNSET
+    audio_bitrate: str | None = strawberry.UNSET
+    sample_rate: int | None = strawberry.UNSET
+    channels: int | None = strawberry.UNSET
+    extra: JSON | None = strawberry.UNSET
+
+
+def _given(data: Any) -> dict[str, Any]:
+    """The fields of a preset input that were actually sent (UNSET ones are left out)."""
+    return {name: getattr(data, name) for name in _PRESET_FIELDS if getattr(data, name, strawberry.UNSET) is not strawberry.UNSET}
+
+
+# --------------------------------------------------------------------------- queries
+
+
+async def _job_cursor_filter(qs: Any, after: str) -> Any:
+    anchor = await TranscodeJob.get_or_none(id=parse_uuid(after, "job")).only("id", "created_at")
+    if anchor is None:
+        raise NotFound(f"cursor job {after} does not exist")
+    return qs.filter(Q(created_at__lt=anchor.created_at) | Q(created_at=anchor.created_at, id__lt=anchor.id))
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Assets, ordered by path. Filter by status (pending|ready|error), kind, search.")
+    async def assets(
+        self,
+        status: str | None = None,
+        kind: str | None = None,
+        search: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        first: int | None = None,
+        after: strawberry.ID | None = None,
+    ) -> list[Asset]:
+        size, skip = _page(limit, offset, first)
+        qs = MediaAsset.all()
+        if (st := _choice(status, AssetStatus, "asset status")) is not None:
+            qs = qs.filter(status=st)
+        if (kd := _choice(kind, AssetKind, "asset kind")) is not None:
+            qs = qs.filter(kind=kd)
+        if search:
+            qs = qs.filter(Q(path__icontains=search) | Q(comments__icontains=search))
+        if after:
+            anchor = await MediaAsset.get_or_none(id=parse_uuid(after, "asset")).only("id", "path")
+            if anchor is None:
+                raise NotFound(f"cursor asset {after} does not exist")
+            qs = qs.filter(path__gt=anchor.path)
+        rows = await qs.order_by("path").offset(skip).limit(size)
+        return [Asset.from_model(a) for a in rows]
+
+    @strawberry.field(description="Number of assets matching the same filters as `assets`.")
+    async def asset_count(self, status: str | None = None, kind: str | None = None, search: str | None = None) -> int:
+        qs = MediaAsset.all()
+        if (st := _choice(status, AssetStatus, "asset status")) is not None:
+            qs = qs.filter(status=st)
+        if (kd := _choice(kind, AssetKind, "asset kind")) is not None:
+            qs = qs.filter(kind=kd)
+        if search:
+            qs = qs.filter(Q(path__icontains=search) | Q(comments__icontains=search))
+        return await qs.count()
+
+    @strawberry.field
+    async def asset(self, id: strawberry.ID) -> Asset:
+        row = await MediaAsset.get_or_none(id=parse_uuid(id, "asset"))
+        if row is None:
+            raise NotFound(f"asset {id} does not exist")
+        return Asset.from_model(row)
+
+    @strawberry.field(description="Jobs, newest first. Filter by status, asset, executor, search (paths).")
+    async def jobs(
+        self,
+        status: str | None = None,
+        asset_id: strawberry.ID | None = None,
+        executor: str | None = None,
+        search: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        first: int | None = None,
+        after: strawberry.ID | None = None,
+    ) -> list[Job]:
+        size, skip = _page(limit, offset, first)
+        qs = _jobs_filter(status, asset_id, executor, search)
+        if after:
+            qs = await _job_cursor_filter(qs, after)
+        rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size)
+        return [Job.from_model(j) for j in rows]
+
+    @strawberry.field(description="Number of jobs matching the same filters as `jobs`.")
+    async def job_count(
+        self,
+        status: str | None = None,
+        asset_id: strawberry.ID | None = None,
+        executor: str | None = None,
+        search: str | None = None,
+    ) -> int:
+        return await _jobs_filter(status, asset_id, executor, search).count()
+
+    @strawberry.field
+    async def job(self, id: strawberry.ID) -> Job:
+        row = await TranscodeJob.get_or_none(id=parse_uuid(id, "job"))
+        if row is None:
+            raise NotFound(f"job {id} does not exist")
+        return Job.from_model(row)
+
+    @strawberry.field(description="All presets, ordered by name.")
+    async def presets(self, search: str | None = None) -> list[Preset]:
+        qs = TranscodePreset.all()
+        if search:
+            qs = qs.filter(Q(name__icontains=search) | Q(description__icontains=search))
+        return [Preset.from_model(p) for p in await qs.order_by("name")]
+
+    @strawberry.field
+    async def preset(self, id: strawberry.ID) -> Preset:
+        row = await TranscodePreset.get_or_none(id=parse_uuid(id, "preset"))
+        if row is None:
+            raise NotFound(f"preset {id} does not exist")
+        return Preset.from_model(row)
+
+    @strawberry.field
+    async def system_status(self, info: Info) -> SystemStatus:
+        from mpr.api.health import run_checks
+
+        settings: Settings = _context(info)["settings"]
+        checks = await run_checks(settings)
+        counts = {
+            s: await TranscodeJob.filter(status=s).count() for s in (JobStatus.PENDING, JobStatus.PROCESSING)
+        }
+        return SystemStatus(
+            status="ok" if all(c.ok for c in checks) else "degraded",
+            version=mpr.__version__,
+            executor=settings.executor,
+            checks=[HealthCheck(name=c.name, ok=c.ok, detail=c.detail) for c in checks],
+            pending_jobs=counts[JobStatus.PENDING],
+            processing_jobs=counts[JobStatus.PROCESSING],
+        )
+
+
+def _jobs_filter(status: str | None, asset_id: str | None, executor: str | None, search: str | None) -> Any:
+    qs = TranscodeJob.all()
+    if (st := _choice(status, JobStatus, "job status")) is not None:
+        qs = qs.filter(status=st)
+    if asset_id:
+        qs = qs.filter(source_asset_id=parse_uuid(asset_id, "asset"))
+    if executor:
+        qs = qs.filter(executor=executor)
+    if search:
+        qs = qs.filter(Q(output_path__icontains=search) | Q(source_path__icontains=search))
+    return qs
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def _service() -> Any:
+    from mpr import service
+
+    return service
+
+
+async def _job(job: Any) -> Job:
+    """A service result (a TranscodeJob, or an id) as the GraphQL type, re-read so the status is current."""
+    jid = getattr(job, "id", job)
+    row = await TranscodeJob.get_or_none(id=jid)
+    if row is None:
+        raise NotFound(f"job {jid} does not exist")
+    return Job.from_model(row)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(permission_classes=[TokenRequired], description="Register new files found under MEDIA_IN.")
+    async def scan_media_folder(self) -> ScanResult:
+        result = await _service().scan()
+        return ScanResult(
+            found=result.found,
+            registered=result.registered,
+            skipped=result.skipped,
+            errors=[str(e) for e in getattr(result, "errors", []) or []],
+        )
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def create_job(self, input: CreateJobInput) -> Job:
+        kwargs: dict[str, Any] = {
+            "trim_start": input.trim_start,
+            "trim_end": input.trim_end,
+            "output_name": input.output_name,
+            "priority": input.priority or 0,
+            "chunked": bool(input.chunked),
+            "chunk_seconds": input.chunk_seconds,
+            "chunk_workers": input.chunk_workers,
+            "executor": input.executor,
+        }
+        preset_id = parse_uuid(input.preset_id, "preset") if input.preset_id else None
+        job = await _service().create_job(parse_uuid(input.source_asset_id, "asset"), preset_id, **kwargs)
+        return await _job(job)
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def cancel_job(self, id: strawberry.ID) -> Job:
+        return await _job(await _service().cancel_job(parse_uuid(id, "job")))
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def retry_job(self, id: strawberry.ID) -> Job:
+        return await _job(await _service().retry_job(parse_uuid(id, "job")))
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def update_asset(self, id: strawberry.ID, input: UpdateAssetInput) -> Asset:
+        asset_id = parse_uuid(id, "asset")
+        await _service().update_asset(asset_id, input.comments)
+        row = await MediaAsset.get_or_none(id=asset_id)
+        if row is None:
+            raise NotFound(f"asset {id} does not exist")
+        return Asset.from_model(row)
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def delete_asset(self, id: strawberry.ID) -> DeleteResult:
+        await _service().delete_asset(parse_uuid(id, "asset"))
+        return DeleteResult(ok=True)
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def create_preset(self, input: PresetInput) -> Preset:
+        preset = await _service().create_preset(_given(input))
+        return Preset.from_model(await TranscodePreset.get(id=preset.id))
+
+    @strawberry.mutation(permission_classes=[TokenRequired])
+    async def update_preset(self, id: strawberry.ID, input: PresetUpdateInput) -> Preset:
+        preset_id = parse_uuid(id, "preset")
+        await _service().update_preset(preset_id, _given(input))
+        return Preset.from_model(await TranscodePreset.get(id=preset_id))
+
+    @strawberry.mutation(permission_classes=[TokenRequired], description="Delete a user preset (built-ins are protected).")
+    async def delete_preset(self, id: strawberry.ID) -> DeleteResult:
+        await _service().delete_preset(parse_uuid(id, "preset"))
+        return DeleteResult(ok=True)
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        permission_classes=[TokenRequired],
+        description="Live events of one job (or every job when jobId is omitted), resumable after a sequence number.",
+    )
+    async def job_events(
+        self, job_id: strawberry.ID | None = None, after_sequence: int = 0
+    ) -> AsyncGenerator[JobEventType, None]:
+        key = None
+        if job_id is not None:
+            jid = parse_uuid(job_id, "job")
+            if not await TranscodeJob.exists(id=jid):
+                raise NotFound(f"job {job_id} does not exist")
+            key = str(jid)
+        async for event in bus.subscribe(key, after_sequence):
+            yield JobEventType.from_event(event)
+
+
+# --------------------------------------------------------------------------- errors + schema
+
+
+def _is_user_error(error: GraphQLError) -> bool:
+    original = error.original_error
+    # No original error: a GraphQL syntax/validation error, whose message is already safe.
+    return original is None or isinstance(original, MprError)
+
+
+class MaskInternalErrors(MaskErrors):
+    """Shows MprError messages; replaces anything else by "internal error (request id …)" and logs it."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=lambda e: not _is_user_error(e))
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        request_id = uuid.uuid4().hex[:12]
+        original = error.original_error
+        log.error(
+            "internal error (request id %s) in GraphQL path %s",
+            request_id,
+            ".".join(str(p) for p in error.path or []),
+            exc_info=(type(original), original, original.__traceback__) if original else None,
+        )
+        self.error_message = f"internal error (request id {request_id})"
+        return super().anonymise_error(error)
+
+
+class MprSchema(strawberry.Schema):
+    """The schema; errors are logged once by :class:`MaskInternalErrors`, user errors at debug level."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        for error in errors:
+            log.debug("GraphQL error: %s", error.message)
+
+
+def _ignore_introspection(info: Any) -> bool:
+    return info.field_name.startswith("__")
+
+
+def make_schema() -> strawberry.Schema:
+    """The GraphQL schema with error masking and a depth limit (introspection exempt)."""
+    return MprSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=[
+            QueryDepthLimiter(max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
+            MaskInternalErrors,
+        ],
+    )
+
+
+schema = make_schema()
+
+
+def context_getter_factory(settings_getter: Callable[[], Settings]) -> Callable[[], Any]:
+    """A Litestar dependency building each request's context: settings and fresh DataLoaders."""
+
+    async def get_context() -> dict[str, Any]:
+        return {"settings": settings_getter(), "loaders": make_loaders()}
+
+    return get_context
+
+
+def make_graphql_controller(settings_getter: Callable[[], Settings] | None = None) -> type:
+    """The Litestar controller serving ``/graphql`` (POST, GET with GraphiQL, graphql-transport-ws)."""
+    from strawberry.litestar import make_graphql_controller as _make
+
+    return _make(
+        schema,
+        path="/graphql",
+        context_getter=context_getter_factory(settings_getter or get_settings),
+        keep_alive=True,
+        keep_alive_interval=15,
+    )

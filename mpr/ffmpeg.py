@@ -1,0 +1,402 @@
+"""The one module that builds and runs ffmpeg commands.
+
+Commands are composed with ffmpeg-python and always run as an argv list (no
+shell), in their own process group so a cancel kills ffmpeg and anything it
+spawned. Progress comes from ``-progress pipe:1`` (key=value blocks on stdout);
+the last stderr lines become the :class:`~mpr.errors.FFmpegError` message.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg as ffmpeg_python
+
+from mpr.errors import FFmpegError, ValidationError
+from mpr.presets import SOURCE_CONTAINER, Preset
+
+log = logging.getLogger(__name__)
+
+# preset container -> (ffmpeg muxer, file extension); "source" keeps the input's container
+CONTAINERS: dict[str, tuple[str, str]] = {
+    "mp4": ("mp4", "mp4"),
+    "mov": ("mov", "mov"),
+    "mkv": ("matroska", "mkv"),
+    "webm": ("webm", "webm"),
+    "m4a": ("ipod", "m4a"),
+    "mp3": ("mp3", "mp3"),
+    "flac": ("flac", "flac"),
+    "ogg": ("ogg", "ogg"),
+    "opus": ("opus", "opus"),
+    "wav": ("wav", "wav"),
+}
+
+# x264-style speed names mapped to each encoder's numeric speed knob
+_SPEED_NAMES = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+_SPEED_NUMBERS = {
+    "libvpx-vp9": dict(zip(_SPEED_NAMES, (8, 7, 6, 5, 4, 3, 2, 1, 0), strict=True)),
+    "libvpx": dict(zip(_SPEED_NAMES, (8, 7, 6, 5, 4, 3, 2, 1, 0), strict=True)),
+    "libaom-av1": dict(zip(_SPEED_NAMES, (8, 8, 7, 6, 5, 4, 3, 2, 1), strict=True)),
+    "libsvtav1": dict(zip(_SPEED_NAMES, (12, 11, 10, 9, 8, 6, 4, 2, 1), strict=True)),
+}
+
+STOP_GRACE = 0.7  # seconds between SIGTERM and SIGKILL when cancelling; total stays well under 2 s
+
+
+class Cancelled(FFmpegError):
+    """ffmpeg was stopped because the job was cancelled."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One ``-progress`` report: media time written, percent of ``duration``, fps, speed (x realtime), ETA (s)."""
+
+    out_time: float
+    percent: float
+    fps: float
+    speed: float
+    eta: float | None
+
+
+def ffmpeg_binary(ffmpeg: str | None = None) -> str:
+    """``ffmpeg`` if given, else the configured binary (MPR_FFMPEG, PATH, imageio-ffmpeg)."""
+    if ffmpeg:
+        return ffmpeg
+    from mpr.settings import get_settings
+
+    return get_settings().ffmpeg
+
+
+@functools.lru_cache(maxsize=8)
+def _encoders(binary: str) -> frozenset[str]:
+    try:
+        out = subprocess.run(
+            [binary, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot list ffmpeg encoders of %s: %s", binary, exc)
+        return frozenset()
+    names = set()
+    started = False
+    for line in out.splitlines():
+        if line.strip().startswith("------"):
+            started = True
+            continue
+        parts = line.split()
+        if started and len(parts) >= 2:
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def available_encoders(ffmpeg: str | None = None) -> frozenset[str]:
+    """The encoder names the ffmpeg build offers (``ffmpeg -encoders``), cached per binary."""
+    return _encoders(ffmpeg_binary(ffmpeg))
+
+
+def output_extension(preset: Preset, source: str | Path) -> str:
+    """The file extension (no dot) of an output of ``preset`` made from ``source``."""
+    if preset.container == SOURCE_CONTAINER:
+        ext = Path(str(source)).suffix.lstrip(".").lower()
+        return ext or "mkv"
+    if preset.container not in CONTAINERS:
+        raise ValidationError(f"unknown container {preset.container!r}")
+    return CONTAINERS[preset.container][1]
+
+
+def _local_arg(path: str | Path) -> str:
+    # An absolute path can never be read as an option ("-x.mp4") or a protocol ("rtmp:x");
+    # "file:" makes that explicit for ffmpeg.
+    return "file:" + os.path.abspath(os.fspath(path))
+
+
+def _speed_args(codec: str, speed: str | None) -> dict[str, object]:
+    if codec in ("libx264", "libx265"):
+        return {"preset": speed} if speed else {}
+    numbers = _SPEED_NUMBERS.get(codec)
+    if numbers is None or not speed:
+        return {"deadline": "good", "cpu-used": numbers["medium"]} if codec.startswith("libvpx") else {}
+    value = int(speed) if str(speed).lstrip("-").isdigit() else numbers.get(speed, numbers["medium"])
+    if codec == "libsvtav1":
+        return {"preset": value}
+    if codec.startswith("libvpx"):
+        return {"deadline": "good", "cpu-used": value, "row-mt": 1}
+    return {"cpu-used": value, "row-mt": 1}  # libaom-av1
+
+
+def _scale_filter(width: int | None, height: int | None) -> str | None:
+    # Fit inside the box keeping the aspect ratio, never upscale, even dimensions for yuv420p.
+    if width and height:
+        return (
+            f"scale=w='min({width},iw)':h='min({height},ih)':"
+            "force_original_aspect_ratio=decrease:force_divisible_by=2"
+        )
+    if height:
+        return f"scale=w=-2:h='min({height},ih)'"
+    if width:
+        return f"scale=w='min({width},iw)':h=-2"
+    return None
+
+
+def _extra_args(extra: dict, video: bool) -> dict[str, object]:
+    out: dict[str, object] = {}
+    if video:
+        for key, flag in (
+            ("pix_fmt", "pix_fmt"),
+            ("profile", "profile:v"),
+            ("level", "level"),
+            ("tune", "tune"),
+            ("gop", "g"),
+            ("keyint_min", "keyint_min"),
+            ("bframes", "bf"),
+            ("maxrate", "maxrate"),
+            ("bufsize", "bufsize"),
+            ("tag", "tag:v"),
+        ):
+            if extra.get(key) not in (None, ""):
+                out[flag] = extra[key]
+        if extra.get("closed_gop"):
+            out["flags"] = "+cgop"
+        if extra.get("scene_cut") is False:
+            out["sc_threshold"] = 0
+    if extra.get("faststart"):
+        out["movflags"] = "+faststart"
+    return out
+
+
+def build_command(
+    src: str | Path,
+    dst: str | Path,
+    preset: Preset,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    ffmpeg: str | None = None,
+    video: bool = True,
+    audio: bool = True,
+) -> list[str]:
+    """The ffmpeg argv that turns local file ``src`` into ``dst`` with ``preset``.
+
+    ``start``/``end`` (seconds) trim the source: with re-encoding the cut is
+    frame-accurate (input seek, then decode from the previous keyframe); with
+    the ``copy`` preset it snaps to the keyframe before ``start``.
+    ``video=False``/``audio=False`` drop that stream (the chunker encodes
+    them separately). Progress goes to stdout (``-progress pipe:1``).
+    """
+    if start is not None and start < 0:
+        raise ValidationError("trim start must be >= 0")
+    if start is not None and end is not None and end <= start:
+        raise ValidationError(f"trim end ({end}) must be after trim start ({start})")
+    in_kwargs: dict[str, object] = {}
+    if start:
+        in_kwargs["ss"] = f"{start:.6f}"
+    stream = ffmpeg_python.input(_local_arg(src), **in_kwargs)
+
+    out: dict[str, object] = {}
+    if end is not None:
+        out["t"] = f"{end - (start or 0.0):.6f}"
+    vcodec = preset.video_codec if video else None
+    acodec = preset.audio_codec if audio else None
+    extra = dict(preset.extra or {})
+
+    if vcodec is None:
+        out["vn"] = None
+    elif vcodec == "copy":
+        out["c:v"] = "copy"
+    else:
+        out["c:v"] = vcodec
+        if preset.crf is not None:
+            out["crf"] = preset.crf
+            if vcodec in ("libvpx-vp9", "libvpx", "libaom-av1") and not preset.video_bitrate:
+                out["b:v"] = 0  # constant-quality mode for libvpx/libaom
+        if preset.video_bitrate:
+            out["b:v"] = preset.video_bitrate
+        out.update(_speed_args(vcodec, preset.speed_preset))
+        filters = [f for f in (_scale_filter(preset.width, preset.height),) if f]
+        if preset.fps:
+            filters.append(f"fps={preset.fps:g}")
+        if filters:
+            out["vf"] = ",".join(filters)
+    if acodec is None:
+        out["an"] = None
+    elif acodec == "copy":
+        out["c:a"] = "copy"
+    else:
+        out["c:a"] = acodec
+        if preset.audio_bitrate and acodec != "flac":
+            out["b:a"] = preset.audio_bitrate
+        if preset.sample_rate:
+            out["ar"] = preset.sample_rate
+        if preset.channels:
+            out["ac"] = preset.channels
+    out.update(_extra_args(extra, video=vcodec not in (None, "copy")))
+    out["sn"] = None
+    out["dn"] = None
+    if vcodec == "copy" or acodec == "copy":
+        out["avoid_negative_ts"] = "make_zero"
+    if preset.container != SOURCE_CONTAINER:
+        out["f"] = CONTAINERS[preset.container][0]
+    else:
+        # stream copy keeps the source container, chosen by ffmpeg from the output extension
+        pass
+
+    stream = ffmpeg_python.output(stream, _local_arg(dst), **out).global_args(
+        "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats"
+    )
+    return stream.compile(cmd=ffmpeg_binary(ffmpeg), overwrite_output=True)
+
+
+def _seconds(value: str) -> float | None:
+    try:
+        return int(value) / 1_000_000
+    except ValueError:
+        return None
+
+
+def parse_progress(block: dict[str, str], duration: float | None, started: float) -> Progress:
+    """Turn one ``-progress`` key=value block into a :class:`Progress`."""
+    out_time = None
+    for key in ("out_time_us", "out_time_ms"):  # out_time_ms is microseconds too (an old ffmpeg quirk)
+        if key in block:
+            out_time = _seconds(block[key])
+            if out_time is not None:
+                break
+    if out_time is None and ":" in block.get("out_time", ""):
+        h, m, s = block["out_time"].split(":")
+        try:
+            out_time = int(h) * 3600 + int(m) * 60 + float(s)
+        except ValueError:
+            out_time = None
+    out_time = max(0.0, out_time or 0.0)
+    try:
+        fps = float(block.get("fps", "0") or 0)
+    except ValueError:
+        fps = 0.0
+    speed_raw = block.get("speed", "").strip().rstrip("x")
+    try:
+        speed = float(speed_raw)
+    except ValueError:
+        elapsed = time.monotonic() - started
+        speed = out_time / elapsed if elapsed > 0 else 0.0
+    percent = 0.0
+    eta = None
+    if duration and duration > 0:
+        percent = max(0.0, min(100.0, out_time / duration * 100))
+        if block.get("progress") == "end":
+            percent, eta = 100.0, 0.0
+        elif speed > 0:
+            eta = max(0.0, (duration - out_time) / speed)
+    return Progress(out_time=out_time, percent=percent, fps=fps, speed=speed, eta=eta)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop ffmpeg's whole process group: SIGTERM, then SIGKILL after a short grace."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE), (signal.SIGKILL, 2.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(
+    argv: list[str],
+    *,
+    duration: float | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> None:
+    """Run ffmpeg (``argv`` from :func:`build_command`) to the end.
+
+    Calls ``on_progress`` (from a reader thread) for each ``-progress`` block.
+    Setting ``cancel`` kills the process group within 2 s and raises
+    :class:`Cancelled`. A non-zero exit raises FFmpegError carrying the last
+    stderr lines. Ctrl-C (or any exception) also kills the process group.
+    """
+    if not argv or not isinstance(argv, list):
+        raise FFmpegError("empty ffmpeg command")
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise FFmpegError(f"cannot start ffmpeg ({argv[0]}): {exc.strerror or exc}") from exc
+
+    tail: collections.deque[str] = collections.deque(maxlen=30)
+    started = time.monotonic()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                tail.append(line)
+
+    def read_progress() -> None:
+        assert proc.stdout is not None
+        block: dict[str, str] = {}
+        for raw in proc.stdout:
+            key, _, value = raw.decode("utf-8", "replace").strip().partition("=")
+            if not key:
+                continue
+            block[key] = value.strip()
+            if key == "progress":
+                if on_progress is not None:
+                    try:
+                        on_progress(parse_progress(block, duration, started))
+                    except Exception:  # a broken callback must not wedge ffmpeg's pipe
+                        log.exception("progress callback failed")
+                block = {}
+
+    readers = [
+        threading.Thread(target=read_stderr, name="ffmpeg-stderr", daemon=True),
+        threading.Thread(target=read_progress, name="ffmpeg-progress", daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    cancelled = False
+    try:
+        while proc.poll() is None:
+            if cancel is not None:
+                if cancel.wait(0.1):
+                    cancelled = True
+                    _kill_group(proc)
+                    break
+            else:
+                try:
+                    proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        for t in readers:
+            t.join(timeout=2)
+    if cancelled:
+        raise Cancelled("cancelled", proc.returncode, "\n".join(tail))
+    if proc.returncode != 0:
+        text = "\n".join(tail)
+        last = tail[-1] if tail else f"exit status {proc.returncode}"
+        raise FFmpegError(f"ffmpeg failed: {last}", proc.returncode, text)

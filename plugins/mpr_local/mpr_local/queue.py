@@ -1,0 +1,113 @@
+"""The huey queue of the local executor: one ``run_job(job_id)`` task, on SQLite or Redis.
+
+Without ``MPR_REDIS_URL`` the queue is a SQLite file in ``MPR_VAR_DIR``
+(``queue.db``): no server, shared by the worker processes of one machine.
+With it, the queue is a Redis sorted set (huey's ``PriorityRedisHuey``,
+``BZPOPMIN``), shared by workers on any number of machines. Both honour the
+job's ``priority``: higher runs first, equal priorities in enqueue order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from huey import PriorityRedisHuey, SqliteHuey
+from huey.api import Huey
+
+from mpr_local.settings import LocalSettings
+
+if TYPE_CHECKING:
+    from mpr.settings import Settings
+
+TASK_NAME = "mpr_local.run_job"
+Runner = Callable[..., None]
+
+
+def make_huey(settings: Settings, local: LocalSettings | None = None) -> Huey:
+    """A huey instance for ``settings``: PriorityRedisHuey with Redis, else SqliteHuey in the var dir."""
+    local = local or LocalSettings.from_env()
+    if settings.redis_url:
+        # Results are never read (job state lives in the database), so huey stores none.
+        return PriorityRedisHuey(local.queue_name, url=settings.redis_url, results=False, blocking=True, read_timeout=1)
+    filename = Path(settings.var_path) / "queue.db"
+    return SqliteHuey(local.queue_name, filename=str(filename), results=False)
+
+
+class JobQueue:
+    """A huey instance with MPR's ``run_job`` task registered on it.
+
+    ``runner`` is what a worker calls for each job (default
+    ``mpr.execute.run_job``); the dispatch benchmark swaps in a no-op.
+    """
+
+    def __init__(self, huey: Huey, runner: Runner | None = None) -> None:
+        self.huey = huey
+        self._runner = runner
+        self.task = huey.task(name=TASK_NAME)(self._run)
+
+    @property
+    def kind(self) -> str:
+        """``redis`` or ``sqlite``."""
+        return "redis" if isinstance(self.huey, PriorityRedisHuey) else "sqlite"
+
+    @property
+    def name(self) -> str:
+        """The huey queue name (``MPR_LOCAL_QUEUE``)."""
+        return self.huey.name
+
+    def runner(self) -> Runner:
+        """The job runner called by workers."""
+        if self._runner is not None:
+            return self._runner
+        from mpr.execute import run_job  # core module; imported late so the queue works without it
+
+        return run_job
+
+    def enqueue(self, job_id: str, priority: int = 0) -> str:
+        """Put ``run_job(job_id)`` on the queue (blocking I/O) and return the huey task id."""
+        task = self.task.s(str(job_id), priority=priority)
+        self.huey.enqueue(task)
+        return task.id
+
+    def pending(self) -> int:
+        """Number of tasks waiting in the queue."""
+        return self.huey.pending_count()
+
+    def close(self) -> None:
+        """Release the storage connections."""
+        storage = self.huey.storage
+        if hasattr(storage, "pool"):
+            storage.pool.disconnect()
+        else:
+            storage.close()
+
+    def _run(self, job_id: str) -> None:
+        from mpr_local.worker import execute_task
+
+        execute_task(self, job_id)
+
+
+_queues: dict[tuple[str | None, str, str], JobQueue] = {}
+_lock = threading.Lock()
+
+
+def get_queue(settings: Settings, local: LocalSettings | None = None) -> JobQueue:
+    """The process's queue for ``settings`` (one per Redis URL / var dir / queue name)."""
+    local = local or LocalSettings.from_env()
+    key = (settings.redis_url, str(Path(settings.var_dir).resolve()), local.queue_name)
+    with _lock:
+        queue = _queues.get(key)
+        if queue is None:
+            queue = _queues[key] = JobQueue(make_huey(settings, local))
+        return queue
+
+
+def reset_queues() -> None:
+    """Close and forget cached queues (tests)."""
+    with _lock:
+        for queue in _queues.values():
+            queue.close()
+        _queues.clear()

@@ -1,0 +1,119 @@
+import { useEffect, useId, useState, type ReactNode } from "react";
+import { getToken, setToken } from "../lib/settings";
+
+export function StatusBadge({ status }: { status: string }) {
+  return (
+    <span className={`badge badge-${status}`} data-status={status}>
+      {status}
+    </span>
+  );
+}
+
+export function ProgressBar({ value, label, status }: { value: number; label: string; status?: string }) {
+  const pct = Math.max(0, Math.min(100, value || 0));
+  return (
+    <div
+      className={`progress ${status ? `progress-${status}` : ""}`}
+      role="progressbar"
+      aria-label={label}
+      aria-valuemin={0}
+      aria-valuemax={100}
+      aria-valuenow={Math.round(pct)}
+    >
+      <div className="progress-fill" style={{ width: `${pct}%` }} />
+      <span className="progress-text">{pct.toFixed(pct >= 100 ? 0 : 1)}%</span>
+    </div>
+  );
+}
+
+/** An API error shown to the user, dismissable. */
+export function ErrorBanner({ error, onDismiss }: { error: string; onDismiss?: () => void }) {
+  if (!error) return null;
+  return (
+    <div className="error-banner" role="alert">
+      <span>{error}</span>
+      {onDismiss && (
+        <button type="button" className="link" onClick={onDismiss} aria-label="Dismiss error">
+          ×
+        </button>
+      )}
+    </div>
+  );
+}
+
+export function Empty({ children }: { children: ReactNode }) {
+  return <div className="empty">{children}</div>;
+}
+
+/** Settings: the API token, sent as `Authorization: Bearer` when set. */
+export function SettingsButton() {
+  const [open, setOpen] = useState(false);
+  const [value, setValue] = useState(getToken());
+  const [saved, setSaved] = useState(false);
+  const id = useId();
+  useEffect(() => {
+    if (!saved) return;
+    const t = setTimeout(() => setSaved(false), 1500);
+    return () => clearTimeout(t);
+  }, [saved]);
+  return (
+    <div className="settings">
+      <button type="button" aria-expanded={open} onClick={() => setOpen(!open)}>
+        Settings
+      </button>
+      {open && (
+        <form
+          className="settings-panel"
+          onSubmit={(e) => {
+            e.preventDefault();
+            setToken(value.trim());
+            setSaved(true);
+          }}
+        >
+          <label htmlFor={id}>API token</label>
+          <input
+            id={id}
+            type="password"
+            autoComplete="off"
+            value={value}
+            placeholder="MPR_API_TOKEN (empty: none)"
+            onChange={(e) => setValue(e.target.value)}
+          />
+          <button type="submit">Save</button>
+          {saved && <span className="muted" role="status">Saved</span>}
+        </form>
+      )}
+    </div>
+  );
+}
+
+export function Header({ current }: { current: "timeline" | "chunker" }) {
+  return (
+    <header className="top">
+      <a className="brand" href="/">
+        MPR
+      </a>
+      <nav aria-label="Main">
+        <a href="/" aria-current={current === "timeline" ? "page" : undefined}>
+          Timeline
+        </a>
+        <a href="/chunker/" aria-current={current === "chunker" ? "page" : undefined}>
+          Chunker
+        </a>
+        <a href="/graphql">GraphQL</a>
+        <a href="/admin">Admin</a>
+      </nav>
+      <SettingsButton />
+    </header>
+  );
+}
+
+/** Connection state of a live stream, for the header of a panel. */
+export function LiveIndicator({ state, error }: { state: string; error?: string }) {
+  const text = state === "live" ? "live" : state === "reconnecting" ? "reconnecting…" : state;
+  return (
+    <span className={`live live-${state}`} role="status" data-state={state} title={error || undefined}>
+      <span className="dot" aria-hidden="true" /> {text}
+    </span>
+  );
+}

@@ -1,0 +1,56 @@
+/** 83.04 -> "00:01:23.040" */
+export function timecode(seconds: number | null | undefined): string {
+  if (seconds == null || !Number.isFinite(seconds)) return "--:--:--.---";
+  const ms = Math.round(seconds * 1000);
+  const h = Math.floor(ms / 3_600_000);
+  const m = Math.floor((ms % 3_600_000) / 60_000);
+  const s = Math.floor((ms % 60_000) / 1000);
+  const rest = ms % 1000;
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  return `${pad(h)}:${pad(m)}:${pad(s)}.${pad(rest, 3)}`;
+}
+
+/** Snap a time to the nearest frame boundary. */
+export function snapToFrame(seconds: number, fps: number): number {
+  if (!fps || fps <= 0) return Math.round(seconds * 1000) / 1000;
+  return Math.round(seconds * fps) / fps;
+}
+
+export function frameOf(seconds: number, fps: number): number {
+  return Math.round(seconds * fps);
+}
+
+export function duration(seconds: number | null | undefined): string {
+  if (seconds == null || !Number.isFinite(seconds)) return "–";
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds % 60);
+  if (m < 60) return `${m} min ${s} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+export function bytes(n: number | null | undefined): string {
+  if (n == null) return "–";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+export function speed(x: number | null | undefined): string {
+  return x ? `${x.toFixed(2)}×` : "–";
+}
+
+export function eta(seconds: number | null | undefined): string {
+  if (seconds == null || seconds <= 0 || !Number.isFinite(seconds)) return "–";
+  return duration(seconds);
+}
+
+export function clockTime(ts: number): string {
+  const d = new Date(ts * 1000);
+  return d.toLocaleTimeString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+}

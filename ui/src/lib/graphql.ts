@@ -1,0 +1,45 @@
+import { authHeaders } from "./settings";
+
+/** An error to show to the user as it is: the API's own message, or what went wrong on the way. */
+export class ApiError extends Error {}
+
+interface GraphQLResponse<T> {
+  data?: T | null;
+  errors?: { message: string }[];
+}
+
+/** Run one GraphQL operation against /graphql; throws ApiError with a readable message. */
+export async function gql<T>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch("/graphql", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json", ...authHeaders() },
+      body: JSON.stringify({ query, variables }),
+    });
+  } catch {
+    throw new ApiError("Cannot reach the MPR server. Is `mpr serve` running?");
+  }
+  let body: GraphQLResponse<T> | null = null;
+  try {
+    body = (await response.json()) as GraphQLResponse<T>;
+  } catch {
+    body = null;
+  }
+  if (body?.errors?.length) {
+    throw new ApiError(body.errors.map((e) => e.message).join("; "));
+  }
+  if (response.status === 401 || response.status === 403) {
+    throw new ApiError("Not authorised: set the API token in Settings.");
+  }
+  if (!response.ok || !body?.data) {
+    throw new ApiError(`The server answered ${response.status} ${response.statusText || ""}`.trim());
+  }
+  return body.data;
+}
+
+/** The message of any thrown value. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

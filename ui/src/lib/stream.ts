@@ -1,0 +1,127 @@
+// Live job events over gRPC-Web (protobuf-ts, code generated from proto/mpr/v1/events.proto).
+// A stream that drops is reopened with after_sequence = the last sequence seen, so no event is
+// lost; anything at or below that sequence is dropped, so none is duplicated.
+import { GrpcWebFetchTransport } from "@protobuf-ts/grpcweb-transport";
+import { RpcError, type RpcOptions, type ServerStreamingCall } from "@protobuf-ts/runtime-rpc";
+import { ChunkerServiceClient } from "../gen/mpr/v1/events.client";
+import type { PipelineEvent } from "../gen/mpr/v1/events";
+import { authHeaders } from "./settings";
+
+export type { PipelineEvent };
+
+export function eventsClient(): ChunkerServiceClient {
+  return new ChunkerServiceClient(new GrpcWebFetchTransport({ baseUrl: "/grpc", format: "binary" }));
+}
+
+export function rpcOptions(signal: AbortSignal): RpcOptions {
+  return { abort: signal, meta: authHeaders() };
+}
+
+export type StreamState = "connecting" | "live" | "reconnecting" | "ended" | "closed";
+
+export interface StreamStats {
+  state: StreamState;
+  reconnects: number;
+  received: number;
+  duplicates: number;
+  gaps: number;
+  lastSequence: number;
+  error: string;
+}
+
+export interface ResumableOptions {
+  /** after_sequence for the first call (0 = from the start / only new events). */
+  after: number;
+  /** Open the stream, resuming after `after`. */
+  open(after: number, options: RpcOptions): ServerStreamingCall<object, PipelineEvent>;
+  onEvent(event: PipelineEvent, sequence: number): void;
+  onStats?(stats: StreamStats): void;
+  /** Called each time a reopened stream delivers its first event or completes (e.g. to refetch lists). */
+  onReconnected?(): void;
+  /** True when the stream is complete after this event (a final status on StreamChunkPipeline). */
+  isLast?(event: PipelineEvent): boolean;
+  /** Count sequence jumps as gaps (the per-job stream is numbered 1, 2, 3, ...). */
+  contiguous?: boolean;
+}
+
+function describe(err: unknown): string {
+  if (err instanceof RpcError) {
+    if (err.code === "UNAUTHENTICATED" || err.code === "PERMISSION_DENIED") {
+      return "Not authorised for live events: set the API token in Settings.";
+    }
+    return `${err.code}: ${err.message}`;
+  }
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+/** Follow a server stream for as long as it is wanted; returns a function that stops it. */
+export function followStream(options: ResumableOptions): () => void {
+  const stats: StreamStats = {
+    state: "connecting",
+    reconnects: 0,
+    received: 0,
+    duplicates: 0,
+    gaps: 0,
+    lastSequence: options.after,
+    error: "",
+  };
+  const stop = new AbortController();
+  const publish = (patch: Partial<StreamStats>) => {
+    Object.assign(stats, patch);
+    options.onStats?.({ ...stats });
+  };
+
+  const run = async () => {
+    let delay = 300;
+    let done = false;
+    while (!stop.signal.aborted && !done) {
+      const attempt = new AbortController();
+      const onStop = () => attempt.abort();
+      stop.signal.addEventListener("abort", onStop);
+      let delivered = false;
+      try {
+        const call = options.open(stats.lastSequence, rpcOptions(attempt.signal));
+        publish({ state: stats.reconnects ? "reconnecting" : "connecting" });
+        for await (const event of call.responses) {
+          if (!delivered) {
+            delivered = true;
+            delay = 300;
+            publish({ state: "live", error: "" });
+            if (stats.reconnects) options.onReconnected?.();
+          }
+          const seq = Number(event.sequence);
+          if (seq <= stats.lastSequence) {
+            stats.duplicates += 1;
+            continue;
+          }
+          if (options.contiguous && seq !== stats.lastSequence + 1) stats.gaps += 1;
+          stats.lastSequence = seq;
+          stats.received += 1;
+          options.onEvent(event, seq);
+          publish({});
+          if (options.isLast?.(event)) done = true;
+        }
+        await call.status;
+        if (!delivered && stats.reconnects) options.onReconnected?.();
+        if (options.isLast && !done) {
+          // The server closed the stream before the job's final event: resume.
+          throw new Error("stream closed before the job finished");
+        }
+        if (!options.isLast) throw new Error("stream closed by the server");
+      } catch (err) {
+        if (stop.signal.aborted) break;
+        if (done) break;
+        stats.reconnects += 1;
+        publish({ state: "reconnecting", error: describe(err) });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+      } finally {
+        stop.signal.removeEventListener("abort", onStop);
+      }
+    }
+    publish({ state: stop.signal.aborted ? "closed" : "ended" });
+  };
+  void run();
+  return () => stop.abort();
+}

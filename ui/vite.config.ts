@@ -1,0 +1,31 @@
+import { resolve } from "node:path";
+import { defineConfig } from "vite";
+import react from "@vitejs/plugin-react";
+
+// Two entry pages: the Timeline UI at / and the Chunker UI at /chunker/.
+// The build goes into the Python package (mpr/static), served by the API.
+const api = process.env.MPR_API ?? "http://127.0.0.1:8702";
+
+export default defineConfig({
+  plugins: [react()],
+  base: "/",
+  build: {
+    outDir: resolve(__dirname, "../mpr/static"),
+    emptyOutDir: true,
+    sourcemap: false,
+    rollupOptions: {
+      input: {
+        main: resolve(__dirname, "index.html"),
+        chunker: resolve(__dirname, "chunker/index.html"),
+      },
+    },
+  },
+  server: {
+    proxy: {
+      "/graphql": { target: api, ws: true },
+      "/grpc": api,
+      "/api": api,
+      "/media": api,
+    },
+  },
+});
