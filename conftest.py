@@ -178,6 +178,11 @@ async def _open_db(kind: str, media: dict[str, Path], monkeypatch: pytest.Monkey
         url = f"sqlite://{media['var'] / 'mpr.db'}"
     monkeypatch.setenv("MPR_DATABASE_URL", url)
     get_settings.cache_clear()
+    # Tortoise caches each model's INSERT/DELETE SQL per connection name ("default"), so a
+    # PostgreSQL test after a SQLite one would reuse SQLite's "?" placeholders.
+    from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+    EXECUTOR_CACHE.clear()
     await init_db()
     await Tortoise.generate_schemas()
     set_portal(Portal(asyncio.get_running_loop()))

@@ -9,6 +9,7 @@ background loop in ``mpr worker`` and the CLI).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -67,6 +68,10 @@ class Portal:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._own = loop is None
+        # Tortoise >= 1.0 keeps its connections in a contextvar: coroutines submitted from plain
+        # threads must run in the context where the database was initialised (captured here when
+        # the portal wraps a running loop, after init_db() for a portal that owns its loop).
+        self.context: contextvars.Context | None = None if loop is None else contextvars.copy_context()
         if loop is None:
             loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=loop.run_forever, name="mpr-db-loop", daemon=True)
@@ -75,7 +80,11 @@ class Portal:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         """Schedule ``coro`` on the portal's loop and return a concurrent Future."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if self.context is None:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        # the task copies the context current at scheduling time; a copy per call because one
+        # Context cannot be entered by two threads at once
+        return self.context.copy().run(asyncio.run_coroutine_threadsafe, coro, self.loop)
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the portal's loop and wait for its result (from a non-loop thread)."""
@@ -105,13 +114,18 @@ def set_portal(portal: Portal | None) -> None:
     _portal = portal
 
 
+async def _init_and_capture(settings: Settings | None) -> contextvars.Context:
+    await init_db(settings)
+    return contextvars.copy_context()
+
+
 def get_portal(settings: Settings | None = None) -> Portal:
     """The process's database portal; creates a background loop with the DB initialised on first use."""
     global _portal
     with _portal_lock:
         if _portal is None:
             portal = Portal()
-            portal.call(init_db(settings))
+            portal.context = portal.call(_init_and_capture(settings))
             _portal = portal
         return _portal
 

@@ -10,13 +10,13 @@ export default defineConfig({
   plugins: [react()],
   base: "/",
   build: {
-    outDir: resolve(__dirname, "../mpr/static"),
+    outDir: resolve(import.meta.dirname, "../mpr/static"),
     emptyOutDir: true,
     sourcemap: false,
     rollupOptions: {
       input: {
-        main: resolve(__dirname, "index.html"),
-        chunker: resolve(__dirname, "chunker/index.html"),
+        main: resolve(import.meta.dirname, "index.html"),
+        chunker: resolve(import.meta.dirname, "chunker/index.html"),
       },
     },
   },

@@ -1,4 +1,4 @@
-"""Built-in plugin: the log sink, the in-process bus, and Redis Streams when MPR_REDIS_URL is set."""
+"""Built-in plugin: the log sink, and the event bus (Redis Streams when MPR_REDIS_URL is set, else in-process)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from mpr import hookimpl
 
 @hookimpl
 def register_event_sinks(register, settings):
-    from mpr.bus import get_bus, LogSink
+    from mpr.bus import LogSink, get_bus
 
     register(LogSink())
+    # get_bus picks RedisStreamsBus for settings.redis_url, InProcessBus otherwise: exactly one store
     register(get_bus(settings))

@@ -1,5 +1,13 @@
-"""MPR plugin package mpr_gcp: hook implementations only; the work lives in modules beside this one."""
+"""MPR plugin: the ``gcp`` executor (Cloud Run Jobs, one task per chunk). Hook implementations only."""
 
 from __future__ import annotations
 
-from mpr import hookimpl  # noqa: F401
+from mpr import hookimpl
+
+
+@hookimpl
+def register_executors(register):
+    """The ``gcp`` executor: a Cloud Run Jobs execution per job (``MPR_GCP_JOB``)."""
+    from mpr_gcp.executor import GcpExecutor
+
+    register("gcp", GcpExecutor)

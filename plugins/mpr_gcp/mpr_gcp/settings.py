@@ -32,6 +32,19 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be >= 0, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class GcpSettings:
     """Where and how the gcp executor runs jobs (see README, "GCP (Cloud Run Jobs)")."""
@@ -50,6 +63,8 @@ class GcpSettings:
     """Key prefix under MEDIA_OUT for chunk outputs and markers while a job runs."""
     poll_seconds: float = 1.0
     """How often the concat task looks for finished chunks."""
+    callback_grace: float = 60.0
+    """``poll``: an execution finished this long ago whose job is not final never called back."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GcpSettings:
@@ -67,11 +82,8 @@ class GcpSettings:
         if not prefix or ".." in prefix.split("/"):
             raise ConfigError(f"MPR_GCP_WORK_PREFIX must be a relative key prefix, got {prefix!r}")
         timeout = _int(env, "MPR_GCP_TASK_TIMEOUT", 0, minimum=0)
-        poll_raw = (env.get("MPR_GCP_POLL_SECONDS") or "").strip()
-        try:
-            poll = float(poll_raw) if poll_raw else cls.poll_seconds
-        except ValueError:
-            raise ConfigError(f"MPR_GCP_POLL_SECONDS must be a number, got {poll_raw!r}") from None
+        poll = _float(env, "MPR_GCP_POLL_SECONDS", cls.poll_seconds)
+        grace = _float(env, "MPR_GCP_CALLBACK_GRACE", cls.callback_grace)
         return cls(
             job=job,
             api_endpoint=endpoint,
@@ -80,6 +92,7 @@ class GcpSettings:
             task_timeout=timeout or None,
             work_prefix=prefix,
             poll_seconds=max(0.05, poll),
+            callback_grace=grace,
         )
 
     @property

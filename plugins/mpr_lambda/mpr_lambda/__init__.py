@@ -1,5 +1,13 @@
-"""MPR plugin package mpr_lambda: hook implementations only; the work lives in modules beside this one."""
+"""MPR plugin: executor ``lambda`` (AWS Step Functions + Lambda; see ``deploy/aws``)."""
 
 from __future__ import annotations
 
-from mpr import hookimpl  # noqa: F401
+from mpr import hookimpl
+
+
+@hookimpl
+def register_executors(register):
+    """Register :class:`~mpr_lambda.executor.LambdaExecutor` as ``lambda``."""
+    from mpr_lambda.executor import LambdaExecutor
+
+    register("lambda", LambdaExecutor)

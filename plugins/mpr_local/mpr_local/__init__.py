@@ -2,4 +2,20 @@
 
 from __future__ import annotations
 
-from mpr import hookimpl  # noqa: F401
+from mpr import hookimpl
+
+
+@hookimpl
+def register_executors(register):
+    """The ``local`` executor: a huey queue (SQLite or Redis) and ``mpr worker`` processes."""
+    from mpr_local.executor import LocalExecutor
+
+    register("local", LocalExecutor)
+
+
+@hookimpl
+def register_commands(cli):
+    """``mpr worker``."""
+    from mpr_local.commands import worker_command
+
+    cli.add_command(worker_command)

@@ -26,7 +26,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mpr.errors import NotFound, StorageError
 from mpr.storage import ObjectInfo, safe_key, scheme_of
-
 from mpr_storage_s3.settings import S3Settings
 
 if TYPE_CHECKING:
@@ -142,8 +141,10 @@ class S3Storage:
     # -- the Storage protocol --------------------------------------------
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under the directory ``prefix`` (recursive, paginated), in key order."""
-        sub = (safe_key(prefix) + "/") if prefix.strip("/") else ""
+        """Every object whose key starts with ``prefix`` (recursive, paginated), in key order."""
+        if prefix.strip("/"):
+            safe_key(prefix.strip("/"))  # refuses "../" and absolute prefixes, like LocalStorage
+        sub = prefix if prefix.strip("/") else ""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + sub):

@@ -79,7 +79,7 @@ export function SettingsButton() {
             placeholder="MPR_API_TOKEN (empty: none)"
             onChange={(e) => setValue(e.target.value)}
           />
-          <button type="submit">Save</button>
+          <button type="submit">Save token</button>
           {saved && <span className="muted" role="status">Saved</span>}
         </form>
       )}

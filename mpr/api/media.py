@@ -1,0 +1,190 @@
+"""Media routes: ``/media/in/{key}``, ``/media/out/{key}`` and asset thumbnails.
+
+Local roots are served with HTTP Range (206) so a ``<video>`` element can
+seek; remote roots (S3, GCS) answer with a redirect to ``storage.url()``
+(public or presigned). Keys are checked only by :func:`mpr.storage.safe_key`
+(through the storage backend): an escaping key gets 400, a missing one 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, get
+from litestar.response import File, Redirect, Response, Stream
+
+from mpr.api.deps import app_settings
+from mpr.errors import MprError, NotFound, StorageError
+from mpr.models import AssetKind, MediaAsset
+from mpr.settings import Settings
+from mpr.storage import Storage, media_in, media_out, safe_key
+
+CHUNK = 256 * 1024
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+THUMB_WIDTHS = (16, 1920)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` inclusive for a single ``bytes=`` range, None for "whole file".
+
+    Raises ValueError for an unsatisfiable range (answered with 416).
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match:
+        return None  # multi-range or another unit: serve the whole file (allowed by RFC 9110)
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0:
+            raise ValueError("empty suffix range")
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or end < start:
+        raise ValueError("range not satisfiable")
+    return start, end
+
+
+def _read(storage: Storage, key: str, start: int, end: int) -> Iterator[bytes]:
+    with storage.open_read(key, start, end) as fh:
+        while True:
+            data = fh.read(CHUNK)
+            if not data:
+                return
+            yield data
+
+
+def _plain(status: int, message: str) -> Response[str]:
+    return Response(message + "\n", status_code=status, media_type="text/plain")
+
+
+async def serve_media(request: Request, storage: Storage, key: str) -> Response[Any]:
+    """Serve ``key`` of ``storage`` (Range-aware), or redirect to its URL when the storage is remote."""
+    key = key.lstrip("/") if key.startswith("/") and not key.startswith("//") else key
+    try:
+        key = safe_key(key)
+        local = storage.local_path(key)
+        if local is None:
+            url = await asyncio.to_thread(storage.url, key)
+            if not url:
+                return _plain(404, "this storage cannot serve files")
+            return Redirect(url, status_code=302)
+        info = await asyncio.to_thread(storage.stat, key)
+    except NotFound:
+        return _plain(404, "not found")
+    except StorageError as exc:
+        return _plain(400, str(exc))
+    size = info.size
+    media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+    headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=60"}
+    try:
+        byte_range = parse_range(request.headers.get("range"), size)
+    except ValueError:
+        return Response(
+            "range not satisfiable\n", status_code=416, media_type="text/plain", headers={"Content-Range": f"bytes */{size}"}
+        )
+    if byte_range is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        (start, end), status = byte_range, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(max(0, end - start + 1))
+    if size == 0:
+        return Response(b"", status_code=200, media_type=media_type, headers=headers)
+    return Stream(_read(storage, key, start, end), status_code=status, media_type=media_type, headers=headers)
+
+
+@get("/media/in/{key:path}", include_in_schema=False)
+async def media_in_route(request: Request, key: str) -> Response[Any]:
+    """A source file under MEDIA_IN."""
+    return await serve_media(request, media_in(app_settings(request)), key)
+
+
+@get("/media/out/{key:path}", include_in_schema=False)
+async def media_out_route(request: Request, key: str) -> Response[Any]:
+    """An output file under MEDIA_OUT."""
+    return await serve_media(request, media_out(app_settings(request)), key)
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+def _thumbnail(asset_path: str, at: float, width: int, target: Path, settings: Settings) -> None:
+    from mpr import ffmpeg
+
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp.jpg")
+    with media_in(settings).local_copy(asset_path) as src:
+        argv = [
+            settings.ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-y",
+            "-ss",
+            f"{at:.3f}",
+            "-i",
+            "file:" + os.path.abspath(src),
+            "-frames:v",
+            "1",
+            "-vf",
+            f"scale={width}:-2",
+            "-q:v",
+            "5",
+            "-f",
+            "image2",
+            "-c:v",
+            "mjpeg",
+            "file:" + os.path.abspath(tmp),
+        ]
+        try:
+            ffmpeg.run(argv)
+            if not tmp.exists() or tmp.stat().st_size == 0:
+                raise NotFound("no frame at that time")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+@get("/api/assets/{asset_id:str}/thumbnail", include_in_schema=False)
+async def thumbnail(request: Request, asset_id: str, t: float | None = None, w: int = 320) -> Response[Any]:
+    """A JPEG frame of a video asset at ``t`` seconds, ``w`` pixels wide (cached under var/thumbs)."""
+    settings = app_settings(request)
+    try:
+        aid = uuid.UUID(asset_id)
+    except ValueError:
+        return _plain(404, f"asset {asset_id} does not exist")
+    asset = await MediaAsset.get_or_none(id=aid)
+    if asset is None:
+        return _plain(404, f"asset {asset_id} does not exist")
+    if asset.kind != AssetKind.VIDEO:
+        return _plain(404, "audio assets have no thumbnail")
+    duration = asset.duration or 0.0
+    at = duration * 0.1 if t is None else t
+    at = round(max(0.0, min(at, max(0.0, duration - 0.1))), 1)
+    width = max(THUMB_WIDTHS[0], min(int(w), THUMB_WIDTHS[1]))
+    width -= width % 2
+    target = settings.var_path / "thumbs" / str(aid) / f"{at:.1f}_{width}.jpg"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(_thumbnail, asset.path, at, width, target, settings)
+        except NotFound as exc:
+            return _plain(404, str(exc))
+        except MprError as exc:
+            return _plain(422, f"cannot make a thumbnail: {str(exc).splitlines()[0][:200]}")
+    return File(target, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"}, content_disposition_type="inline")
+
+
+routes = [media_in_route, media_out_route, thumbnail]

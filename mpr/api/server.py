@@ -1,0 +1,58 @@
+"""``mpr serve``: run the web app with uvicorn (plus the embedded worker and gRPC server by default)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from mpr.errors import ConfigError
+from mpr.settings import Settings, get_settings
+
+log = logging.getLogger("mpr.api")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, settings: Settings, insecure: bool) -> None:
+    """Refuse a non-loopback bind without MPR_API_TOKEN unless ``insecure`` (raises ConfigError)."""
+    if is_loopback(host) or settings.api_token or insecure:
+        if not is_loopback(host) and not settings.api_token:
+            log.warning("serving on %s with no MPR_API_TOKEN: anyone who can reach it can run jobs (--insecure)", host)
+        return
+    raise ConfigError(
+        f"refusing to serve on {host} without MPR_API_TOKEN: anyone on the network could run jobs. "
+        "Set MPR_API_TOKEN, bind to 127.0.0.1, or pass --insecure."
+    )
+
+
+def serve(
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    worker: bool = True,
+    grpc: bool = True,
+    insecure: bool = False,
+    settings: Settings | None = None,
+) -> None:
+    """Run the API (and by default the embedded local worker and native gRPC server) until Ctrl-C."""
+    import uvicorn
+
+    from mpr.api.app import create_app
+
+    settings = settings or get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    check_bind(host, settings, insecure)
+    app = create_app(settings, worker=worker, grpc=grpc)
+    if not settings.admin_password:
+        log.info("admin disabled: set MPR_ADMIN_PASSWORD to enable /admin")
+    log.info("MPR on http://%s:%d (GraphQL /graphql, admin /admin)", host, port)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), proxy_headers=False)

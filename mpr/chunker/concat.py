@@ -1,0 +1,96 @@
+"""Join encoded chunks with the concat demuxer (stream copy) and mux the one audio stream."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from mpr import ffmpeg
+from mpr.chunker.encode import ProgressCallback, _partial
+from mpr.errors import FFmpegError
+from mpr.presets import SOURCE_CONTAINER, Preset
+
+
+def _quote(path: Path) -> str:
+    # concat list syntax: single-quoted, a quote written as '\''
+    return "'" + str(path).replace("'", "'\\''") + "'"
+
+
+def write_list(chunk_paths: Sequence[str | Path], list_path: Path, durations: Sequence[float] | None = None) -> Path:
+    """Write a concat demuxer list; ``durations`` pins each file's length so timestamps stay exact."""
+    lines = ["ffconcat version 1.0"]
+    for i, path in enumerate(chunk_paths):
+        lines.append(f"file {_quote(Path(os.path.abspath(path)))}")
+        if durations is not None and i < len(durations) and i < len(chunk_paths) - 1:
+            lines.append(f"duration {durations[i]:.6f}")
+    list_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return list_path
+
+
+def concat_command(
+    list_path: Path,
+    audio_path: str | Path | None,
+    output: str | Path,
+    preset: Preset,
+    *,
+    video_start: float = 0.0,
+    ffmpeg_bin: str | None = None,
+) -> list[str]:
+    """The ffmpeg argv that stream-copies the listed chunks (and the audio file) into ``output``."""
+    argv = [
+        ffmpeg.ffmpeg_binary(ffmpeg_bin),
+        *("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats"),
+    ]
+    if video_start:
+        argv += ["-itsoffset", f"{video_start:.6f}"]
+    argv += ["-f", "concat", "-safe", "0", "-i", "file:" + os.path.abspath(list_path)]
+    if audio_path is not None:
+        argv += ["-i", "file:" + os.path.abspath(audio_path)]
+    argv += ["-map", "0:v:0"]
+    if audio_path is not None:
+        argv += ["-map", "1:a:0"]
+    argv += ["-c", "copy"]
+    if (preset.extra or {}).get("faststart"):
+        argv += ["-movflags", "+faststart"]
+    if preset.container != SOURCE_CONTAINER and preset.container in ffmpeg.CONTAINERS:
+        argv += ["-f", ffmpeg.CONTAINERS[preset.container][0]]
+    argv += ["-y", "file:" + os.path.abspath(output)]
+    return argv
+
+
+def concat(
+    chunk_paths: Sequence[str | Path],
+    audio_path: str | Path | None,
+    output: str | Path,
+    preset: Preset,
+    *,
+    durations: Sequence[float] | None = None,
+    video_start: float = 0.0,
+    total: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Concatenate encoded video chunks (in order) and mux ``audio_path`` (if any) into ``output``.
+
+    ``durations`` are the chunks' planned lengths (``Chunk.duration``): the
+    concat demuxer then places every frame at its source timestamp even for
+    variable frame rate. ``video_start`` shifts the video when the source's
+    first frame is not at 0, keeping A/V sync. No re-encoding.
+    """
+    if not chunk_paths:
+        raise FFmpegError("nothing to concatenate: no chunks")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    first = Path(chunk_paths[0])
+    list_path = write_list(chunk_paths, first.with_name(f".concat-{output.stem}.txt"), durations)
+    tmp = _partial(output)
+    try:
+        argv = concat_command(list_path, audio_path, tmp, preset, video_start=video_start)
+        ffmpeg.run(argv, duration=total, on_progress=on_progress, cancel=cancel)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+        list_path.unlink(missing_ok=True)
+    return output

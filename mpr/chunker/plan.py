@@ -1,0 +1,157 @@
+"""Chunk planning: cut a video into time segments at its own keyframes.
+
+A cut is only ever placed on a source keyframe, so each chunk decodes on
+its own from its first packet: ffmpeg's input seek lands exactly on that
+keyframe and no frame is decoded twice or lost. Times are seconds relative
+to the file's start (what ``ffmpeg -ss`` means), rounded to microseconds
+the same way ffmpeg rounds them, and each chunk carries its exact frame
+count so an encode can stop at the frame before the next cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from mpr.errors import ProbeError
+
+# A trailing chunk shorter than this share of chunk_seconds is merged into the one before.
+MIN_TAIL_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One time segment ``[start, end)`` of the source (seconds from the file's start).
+
+    ``frames`` is the number of video frames in the segment (0 = unknown: the
+    encode stops by time instead). ``end`` of the last chunk is the end of
+    the video.
+    """
+
+    index: int
+    start: float
+    end: float
+    frames: int = 0
+
+    @property
+    def duration(self) -> float:
+        """Length of the segment in seconds."""
+        return self.end - self.start
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (what cloud executors send to their workers)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Chunk:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            index=int(data["index"]),
+            start=float(data["start"]),
+            end=float(data["end"]),
+            frames=int(data.get("frames", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """The video packets of a file: sorted pts (µs from the file's start) and keyframe pts."""
+
+    frame_us: list[int]
+    keyframe_us: list[int]
+    end_us: int
+
+
+def _us(pts: int, time_base: Fraction) -> int:
+    # av_rescale_q rounds to nearest, halves away from zero; keep the same convention.
+    value = Fraction(pts) * time_base * 1_000_000
+    return int(value + Fraction(1, 2)) if value >= 0 else -int(-value + Fraction(1, 2))
+
+
+def index_video(source: str | Path) -> VideoIndex | None:
+    """Demux (no decoding) the first video stream; None when the file has no video."""
+    try:
+        container = av.open(str(source))
+    except (av.FFmpegError, OSError) as exc:
+        raise ProbeError(f"cannot read {Path(source).name}: {exc}") from exc
+    with container:
+        streams = [s for s in container.streams.video if not is_cover_art(s)]
+        if not streams:
+            return None
+        stream = streams[0]
+        tb = stream.time_base
+        if tb is None:
+            raise ProbeError(f"{Path(source).name}: video stream has no time base")
+        origin = container.start_time or 0  # µs; ffmpeg's -ss is relative to this
+        frames: list[int] = []
+        keys: list[int] = []
+        end = 0
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is None or packet.is_discard:
+                    continue
+                t = _us(packet.pts, tb) - origin
+                frames.append(t)
+                if packet.is_keyframe:
+                    keys.append(t)
+                dur = _us(packet.duration or 0, tb)
+                end = max(end, t + dur)
+        except av.FFmpegError as exc:
+            raise ProbeError(f"cannot read {Path(source).name}: {exc}") from exc
+    frames.sort()
+    keys.sort()
+    if not frames:
+        return None
+    end = max(end, frames[-1] + 1)
+    return VideoIndex(frame_us=frames, keyframe_us=keys, end_us=end)
+
+
+def is_cover_art(stream: Any) -> bool:
+    disposition = getattr(stream, "disposition", None)
+    try:
+        return bool(disposition and disposition & av.stream.Disposition.attached_pic)
+    except (AttributeError, TypeError):
+        return False
+
+
+def plan_from_index(idx: VideoIndex, chunk_seconds: float) -> list[Chunk]:
+    """Greedy plan: the next cut is the first keyframe at least ``chunk_seconds`` after the last cut."""
+    if chunk_seconds <= 0:
+        raise ValueError("chunk_seconds must be > 0")
+    target = round(chunk_seconds * 1_000_000)
+    first = idx.frame_us[0]
+    cuts = [min(first, 0)]
+    for key in idx.keyframe_us:
+        if key - cuts[-1] >= target:
+            cuts.append(key)
+    if len(cuts) > 1 and idx.end_us - cuts[-1] < target * MIN_TAIL_SHARE:
+        cuts.pop()
+    bounds = [*cuts, idx.end_us]
+    chunks = []
+    pos = 0
+    frames = idx.frame_us
+    for i in range(len(cuts)):
+        start, end = bounds[i], bounds[i + 1]
+        count = 0
+        while pos < len(frames) and (i == len(cuts) - 1 or frames[pos] < end):
+            pos += 1
+            count += 1
+        chunks.append(Chunk(index=i, start=max(start, 0) / 1_000_000, end=end / 1_000_000, frames=count))
+    return chunks
+
+
+def plan_chunks(source_path: str | Path, chunk_seconds: float) -> list[Chunk]:
+    """Plan keyframe-aligned chunks of about ``chunk_seconds`` for ``source_path``.
+
+    A video shorter than one chunk (or with no keyframe after the first)
+    gives one chunk; a file without video gives ``[]`` (nothing to chunk:
+    encode it in one pass). Raises ProbeError when the file cannot be read.
+    """
+    idx = index_video(source_path)
+    if idx is None:
+        return []
+    return plan_from_index(idx, chunk_seconds)

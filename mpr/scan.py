@@ -1,0 +1,140 @@
+"""Scanning MEDIA_IN: register new media files as assets and probe them.
+
+The walk goes through the MEDIA_IN storage backend, so the same code scans a
+local folder, S3 or GCS. A file that cannot be probed becomes an asset with
+status ``error`` and a readable message; the scan goes on. Scanning again
+registers only files it has not seen (idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+from dataclasses import dataclass, field
+
+from tortoise.exceptions import IntegrityError
+
+from mpr.errors import MprError, NotFound, ProbeError, ValidationError
+from mpr.models import AssetKind, AssetStatus, MediaAsset
+from mpr.probe import probe
+from mpr.settings import Settings, get_settings
+from mpr.storage import Storage, media_in, safe_key
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = frozenset({"mp4", "mkv", "avi", "mov", "webm", "flv", "wmv", "m4v"})
+AUDIO_EXTENSIONS = frozenset({"mp3", "wav", "flac", "aac", "ogg", "m4a"})
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
+
+
+@dataclass
+class ScanResult:
+    """Counts of one scan: media files found, newly registered, already known; and per-file errors."""
+
+    found: int = 0
+    registered: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def extension(key: str) -> str:
+    """The lower-case extension of ``key`` without the dot ("" if none)."""
+    name = posixpath.basename(key)
+    return name.rsplit(".", 1)[1].lower() if "." in name.lstrip(".") else ""
+
+
+def is_media(key: str) -> bool:
+    """True for a key with one of the supported extensions (case-insensitive), hidden files excluded."""
+    name = posixpath.basename(key)
+    return not name.startswith(".") and extension(key) in MEDIA_EXTENSIONS
+
+
+def kind_of(key: str) -> AssetKind:
+    """The asset kind the extension suggests (probing may correct it: an .mp4 with only audio)."""
+    return AssetKind.AUDIO if extension(key) in AUDIO_EXTENSIONS else AssetKind.VIDEO
+
+
+def _probe_key(storage: Storage, key: str) -> dict:
+    """Probe ``key`` (downloading it first for remote storage) and return MediaAsset field values."""
+    try:
+        with storage.local_copy(key) as path:
+            result = probe(path)
+    except ProbeError as exc:
+        return {"status": AssetStatus.ERROR, "error": str(exc)}
+    except MprError as exc:
+        return {"status": AssetStatus.ERROR, "error": f"cannot read the file: {exc}"}
+    except OSError as exc:
+        return {"status": AssetStatus.ERROR, "error": f"cannot read the file: {exc.strerror or exc}"}
+    fields = result.asset_fields()
+    fields["kind"] = AssetKind(fields["kind"])
+    fields.update(status=AssetStatus.READY, error=None)
+    return fields
+
+
+async def probe_asset_fields(key: str, settings: Settings | None = None) -> dict:
+    """Probe MEDIA_IN ``key`` in a worker thread; the MediaAsset fields to store (status ready or error)."""
+    storage = media_in(settings or get_settings())
+    return await asyncio.to_thread(_probe_key, storage, key)
+
+
+async def register(key: str, *, size: int | None = None, settings: Settings | None = None) -> tuple[MediaAsset, bool]:
+    """The asset for MEDIA_IN ``key``, probing and creating it if it is new; returns (asset, created).
+
+    Raises ValidationError for an unsupported extension and NotFound when the
+    file does not exist.
+    """
+    key = safe_key(key)
+    if not is_media(key):
+        raise ValidationError(
+            f"{posixpath.basename(key)!r} is not a supported media file "
+            f"(extensions: {', '.join(sorted(MEDIA_EXTENSIONS))})"
+        )
+    existing = await MediaAsset.get_or_none(path=key)
+    if existing is not None:
+        return existing, False
+    storage = media_in(settings or get_settings())
+    if size is None:
+        try:
+            size = (await asyncio.to_thread(storage.stat, key)).size
+        except NotFound:
+            raise NotFound(f"{key} does not exist in MEDIA_IN") from None
+    fields = await probe_asset_fields(key, settings)
+    fields.setdefault("kind", kind_of(key))
+    fields["size"] = size
+    try:
+        asset = await MediaAsset.create(path=key, filename=posixpath.basename(key), **fields)
+    except IntegrityError:
+        # a concurrent scan registered it first
+        asset = await MediaAsset.get(path=key)
+        return asset, False
+    if asset.status is AssetStatus.ERROR:
+        log.warning("registered %s with error: %s", key, asset.error)
+    return asset, True
+
+
+async def scan(settings: Settings | None = None) -> ScanResult:
+    """Walk MEDIA_IN, register every new media file, and report what was found."""
+    settings = settings or get_settings()
+    storage = media_in(settings)
+    objects = await asyncio.to_thread(lambda: [o for o in storage.list() if is_media(o.key)])
+    known = set(await MediaAsset.all().values_list("path", flat=True))
+    result = ScanResult(found=len(objects))
+    for obj in objects:
+        if obj.key in known:
+            result.skipped += 1
+            continue
+        try:
+            asset, created = await register(obj.key, size=obj.size, settings=settings)
+        except MprError as exc:
+            result.errors.append(f"{obj.key}: {exc}")
+            continue
+        if not created:
+            result.skipped += 1
+            continue
+        result.registered += 1
+        if asset.status is AssetStatus.ERROR:
+            result.errors.append(f"{obj.key}: {asset.error}")
+    log.info("scan of %s: %d found, %d registered, %d skipped", storage.root, result.found, result.registered,
+             result.skipped)
+    return result

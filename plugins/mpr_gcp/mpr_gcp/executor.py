@@ -1,0 +1,269 @@
+"""The ``gcp`` executor: one Cloud Run Jobs execution per MPR job, one task per chunk.
+
+``submit`` plans the chunks (the same keyframe plan the local chunker uses),
+then calls ``run_v2.JobsClient.run_job`` for the job named by
+``MPR_GCP_JOB`` with overrides: ``task_count`` (chunks + 1 concat task, see
+:mod:`mpr_gcp.spec`) and the container env that tells each task what to do.
+The execution name is the job's external id. Completion arrives through the
+signed callback (``POST /api/jobs/{id}/callback``) sent by the last task;
+``poll`` catches an execution that ended without calling back, ``cancel``
+cancels the execution.
+
+The client uses the REST transport (plain HTTPS, so a local fake can stand
+in) with Application Default Credentials, or anonymous credentials when
+``MPR_GCP_API_ENDPOINT`` points at a local server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mpr import jobs
+from mpr.errors import ExecutorError, InvalidTransition, MprError
+from mpr.models import FINAL_STATUSES, JobStatus
+from mpr.presets import SOURCE_CONTAINER, Preset
+
+from mpr_gcp.settings import GcpSettings, get_gcp_settings
+from mpr_gcp.spec import TaskSpec
+
+if TYPE_CHECKING:
+    from mpr.chunker.plan import Chunk
+    from mpr.models import TranscodeJob
+    from mpr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+API_TIMEOUT = 60.0
+
+
+def can_chunk(preset: Preset, job: TranscodeJob) -> bool:
+    """True when the job can be fanned out per chunk: it re-encodes video and is not trimmed."""
+    return (
+        bool(job.chunked)
+        and preset.video_codec not in (None, "", "copy")
+        and preset.container != SOURCE_CONTAINER
+        and job.trim_start is None
+        and job.trim_end is None
+    )
+
+
+class GcpExecutor:
+    """Runs jobs as Cloud Run Jobs executions (see the module docstring)."""
+
+    name = "gcp"
+
+    def __init__(self, settings: Settings, gcp: GcpSettings | None = None) -> None:
+        self.settings = settings
+        self.gcp = gcp or get_gcp_settings()
+        self._jobs_client: Any = None
+        self._executions_client: Any = None
+
+    # --- clients ---------------------------------------------------------
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        from google.api_core.client_options import ClientOptions
+
+        kwargs: dict[str, Any] = {"transport": "rest"}
+        if self.gcp.api_endpoint:
+            kwargs["client_options"] = ClientOptions(api_endpoint=self.gcp.api_endpoint)
+        if self.gcp.endpoint_is_local:
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs["credentials"] = AnonymousCredentials()
+        return kwargs
+
+    @property
+    def jobs_client(self) -> Any:
+        """``run_v2.JobsClient`` (REST), built on first use."""
+        if self._jobs_client is None:
+            from google.cloud import run_v2
+
+            self._jobs_client = run_v2.JobsClient(**self._client_kwargs())
+        return self._jobs_client
+
+    @property
+    def executions_client(self) -> Any:
+        """``run_v2.ExecutionsClient`` (REST), built on first use."""
+        if self._executions_client is None:
+            from google.cloud import run_v2
+
+            self._executions_client = run_v2.ExecutionsClient(**self._client_kwargs())
+        return self._executions_client
+
+    # --- planning --------------------------------------------------------
+
+    def plan(self, job: TranscodeJob) -> tuple[list[Chunk], float]:
+        """The chunk plan and the video's first-frame offset; ``([], 0)`` for a single-pass job.
+
+        Reads the source through MEDIA_IN's backend (a download when it is remote).
+        """
+        from mpr.chunker.plan import index_video, plan_from_index
+        from mpr.storage import media_in
+
+        preset = Preset.from_dict(job.preset_snapshot or {})
+        if not can_chunk(preset, job):
+            return [], 0.0
+        with media_in(self.settings).local_copy(job.source_path) as path:
+            index = index_video(path)
+        if index is None:
+            return [], 0.0
+        chunks = plan_from_index(index, job.chunk_seconds or self.settings.chunk_seconds)
+        # as the local pipeline: the concat shifts video when the source's first frame is not at 0
+        video_start = max(0.0, index.frame_us[0] / 1_000_000) if chunks and chunks[0].start == 0 else 0.0
+        return chunks, video_start
+
+    def task_spec(self, job: TranscodeJob, chunks: list[Chunk], video_start: float = 0.0) -> TaskSpec:
+        """What the tasks of ``job``'s execution are told (container env overrides)."""
+        return TaskSpec(
+            job_id=str(job.id),
+            source_key=job.source_path,
+            output_key=job.output_path,
+            preset=dict(job.preset_snapshot or {}),
+            callback_url=f"{self.settings.public_url}/api/jobs/{job.id}/callback",
+            chunks=tuple(chunks),
+            video_start=video_start,
+            trim_start=job.trim_start,
+            trim_end=job.trim_end,
+            work_prefix=self.gcp.work_prefix,
+            max_retries=self.gcp.max_retries,
+            poll_seconds=self.gcp.poll_seconds,
+            media={"MEDIA_IN": self.settings.media_in, "MEDIA_OUT": self.settings.media_out},
+        )
+
+    def run_request(self, spec: TaskSpec) -> Any:
+        """The ``RunJobRequest`` for ``spec``: task_count and the container env overrides."""
+        from google.cloud import run_v2
+        from google.protobuf import duration_pb2
+
+        Overrides = run_v2.RunJobRequest.Overrides
+        container = Overrides.ContainerOverride(
+            env=[run_v2.EnvVar(name=k, value=v) for k, v in sorted(spec.to_env().items())],
+        )
+        if self.gcp.container:
+            container.name = self.gcp.container
+        overrides = Overrides(task_count=spec.task_count, container_overrides=[container])
+        if self.gcp.task_timeout:
+            overrides.timeout = duration_pb2.Duration(seconds=self.gcp.task_timeout)
+        return run_v2.RunJobRequest(name=self.gcp.require_job(), overrides=overrides)
+
+    # --- Executor protocol -----------------------------------------------
+
+    async def submit(self, job: TranscodeJob) -> str | None:
+        """Start a Cloud Run execution for ``job``; return its name (``.../executions/E``).
+
+        Moves the job to PROCESSING with the execution name as external id.
+        Raises ExecutorError when the source cannot be planned or the API refuses.
+        """
+        self.gcp.require_job()
+        try:
+            chunks, video_start = await asyncio.to_thread(self.plan, job)
+        except MprError as exc:
+            raise ExecutorError(f"cannot plan chunks of {job.source_path}: {exc}") from exc
+        spec = self.task_spec(job, chunks, video_start)
+        request = self.run_request(spec)
+        # a retry keeps the chunks a previous execution finished, but not its failure marker
+        await asyncio.to_thread(self._remove_scratch, str(job.id), "failed.json")
+        try:
+            operation = await asyncio.to_thread(self.jobs_client.run_job, request=request, timeout=API_TIMEOUT)
+        except Exception as exc:  # google.api_core errors, transport errors, bad credentials
+            raise ExecutorError(f"Cloud Run refused to run {self.gcp.job} for job {job.id}: {_api_message(exc)}") from exc
+        name = operation.metadata.name if operation.metadata is not None else ""
+        if not name:
+            raise ExecutorError(f"Cloud Run returned no execution for job {job.id}")
+        log.info("job %s: Cloud Run execution %s with %d task(s)", job.id, name, spec.task_count)
+        try:
+            await jobs.transition(
+                job.id, JobStatus.PROCESSING, allowed_from=frozenset({JobStatus.PENDING}),
+                external_id=name, message=f"Cloud Run execution {name.rsplit('/', 1)[-1]} ({spec.task_count} tasks)",
+            )
+        except InvalidTransition:
+            current = await jobs.get_job(job.id)
+            if current.status is JobStatus.CANCELLED:  # cancelled while the API call was in flight
+                await self._cancel_execution(name)
+        job.external_id = name
+        return name
+
+    async def cancel(self, job: TranscodeJob) -> None:
+        """Cancel the job's execution (tasks get SIGTERM) and remove its scratch objects."""
+        if job.external_id:
+            await self._cancel_execution(job.external_id)
+        await asyncio.to_thread(self._remove_scratch, str(job.id))
+
+    async def poll(self, job: TranscodeJob) -> JobStatus | None:
+        """Read the execution; fail or cancel a job whose execution ended without a callback.
+
+        Returns the execution's state as a JobStatus (PROCESSING while it
+        runs), or None when the job has no execution.
+        """
+        if not job.external_id:
+            return None
+        try:
+            execution = await asyncio.to_thread(
+                self.executions_client.get_execution, name=job.external_id, timeout=API_TIMEOUT
+            )
+        except Exception as exc:
+            raise ExecutorError(f"cannot read Cloud Run execution {job.external_id}: {_api_message(exc)}") from exc
+        state = execution_status(execution)
+        if state is JobStatus.PROCESSING or job.status in FINAL_STATUSES:
+            return state
+        finished = execution.completion_time
+        grace = self.gcp.callback_grace
+        age = (jobs.now() - finished).total_seconds() if isinstance(finished, dt.datetime) else grace
+        try:
+            if state is JobStatus.FAILED:
+                reason = next((c.message for c in execution.conditions if c.type_ == "Completed"), "") or "task failed"
+                error = f"Cloud Run execution failed: {reason}"
+                await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error)
+            elif state is JobStatus.CANCELLED:
+                await jobs.transition(job.id, JobStatus.CANCELLED, message="Cloud Run execution was cancelled")
+            elif age >= grace:
+                error = "Cloud Run execution finished but never called back (check MPR_PUBLIC_URL and the secret)"
+                await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error)
+        except InvalidTransition:
+            pass  # the callback won the race
+        return state
+
+    # --- helpers ---------------------------------------------------------
+
+    async def _cancel_execution(self, name: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            await asyncio.to_thread(self.executions_client.cancel_execution, name=name, timeout=API_TIMEOUT)
+        except (gexc.FailedPrecondition, gexc.NotFound, gexc.BadRequest) as exc:
+            log.info("execution %s not cancelled (already finished?): %s", name, _api_message(exc))
+        except Exception as exc:
+            raise ExecutorError(f"cannot cancel Cloud Run execution {name}: {_api_message(exc)}") from exc
+
+    def _remove_scratch(self, job_id: str, name: str = "") -> None:
+        """Delete the job's scratch objects (only those whose key ends with ``name`` when given)."""
+        from mpr.storage import media_out
+
+        storage = media_out(self.settings)
+        try:
+            for info in list(storage.list(f"{self.gcp.work_prefix}/{job_id}/")):
+                if info.key.endswith(name):
+                    storage.delete(info.key)
+        except MprError as exc:
+            log.warning("job %s: scratch objects not removed: %s", job_id, exc)
+
+
+def execution_status(execution: Any) -> JobStatus:
+    """Map a ``run_v2.Execution`` to a job status (PROCESSING while it has not completed)."""
+    if not execution.completion_time:
+        return JobStatus.PROCESSING
+    if execution.cancelled_count or any(
+        c.type_ == "Completed" and c.execution_reason.name == "CANCELLED" for c in execution.conditions
+    ):
+        return JobStatus.CANCELLED
+    if execution.failed_count:
+        return JobStatus.FAILED
+    return JobStatus.COMPLETED
+
+
+def _api_message(exc: Exception) -> str:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return message.splitlines()[0][:500]

@@ -1,0 +1,174 @@
+"""The gcp executor's pieces: settings, the task env contract, the RunJobRequest, poll, registration, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from mpr.chunker.plan import Chunk
+from mpr.errors import ConfigError, ExecutorError
+from mpr.models import JobStatus, MediaAsset, TranscodeJob
+
+from .conftest import FAST, JOB
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_settings_read_the_job_endpoint_and_retries():
+    from mpr_gcp.settings import GcpSettings
+
+    s = GcpSettings.from_env({"MPR_GCP_JOB": JOB, "MPR_GCP_API_ENDPOINT": "http://127.0.0.1:8123/",
+                              "MPR_GCP_MAX_RETRIES": "2", "MPR_GCP_TASK_TIMEOUT": "900"})
+    assert s.job == JOB and s.location == "projects/mpr-test/locations/europe-west1"
+    assert s.api_endpoint == "http://127.0.0.1:8123" and s.endpoint_is_local
+    assert s.max_retries == 2 and s.task_timeout == 900
+    assert not GcpSettings.from_env({"MPR_GCP_API_ENDPOINT": "europe-west1-run.googleapis.com"}).endpoint_is_local
+    assert not GcpSettings.from_env({}).endpoint_is_local
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"MPR_GCP_JOB": "my-job"}, "MPR_GCP_JOB"),
+        ({"MPR_GCP_JOB": "projects/p/locations/r/services/s"}, "MPR_GCP_JOB"),
+        ({"MPR_GCP_MAX_RETRIES": "three"}, "MPR_GCP_MAX_RETRIES"),
+        ({"MPR_GCP_API_ENDPOINT": "http://localhost:1/v2"}, "MPR_GCP_API_ENDPOINT"),
+        ({"MPR_GCP_WORK_PREFIX": "../up"}, "MPR_GCP_WORK_PREFIX"),
+        ({"MPR_GCP_CALLBACK_GRACE": "-1"}, "MPR_GCP_CALLBACK_GRACE"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, names):
+    from mpr_gcp.settings import GcpSettings
+
+    with pytest.raises(ConfigError, match=names):
+        GcpSettings.from_env(env)
+
+
+def test_task_spec_round_trips_through_the_environment():
+    from mpr_gcp.spec import TaskSpec
+
+    chunks = (Chunk(0, 0.0, 1.04, 26), Chunk(1, 1.04, 2.5, 36))
+    spec = TaskSpec(
+        job_id="0b7e", source_key="shows/a b.mp4", output_key="a b-h264.mp4", preset=FAST.to_dict(),
+        callback_url="https://mpr.example/api/jobs/0b7e/callback", chunks=chunks, video_start=0.023,
+        max_retries=2, media={"MEDIA_IN": "gs://b/in", "MEDIA_OUT": "gs://b/out"},
+    )
+    env = spec.to_env()
+    assert all(isinstance(v, str) for v in env.values())
+    back = TaskSpec.from_env(env)
+    assert back.chunks == chunks and back.preset == FAST.to_dict() and back.video_start == 0.023
+    assert back.task_count == 3 and back.max_retries == 2
+    assert back.fingerprint == spec.fingerprint
+    assert spec.chunk_key(1, "mp4") == f"_mpr/gcp/0b7e/{spec.fingerprint}/chunk-00001.mp4"
+    other = TaskSpec(**{**spec.__dict__, "chunks": chunks[:1]})
+    assert other.fingerprint != spec.fingerprint  # a different plan never reuses these chunks
+
+
+def test_task_spec_refuses_keys_that_escape_the_media_root():
+    from mpr_gcp.spec import TaskSpec
+
+    env = TaskSpec(job_id="j", source_key="a.mp4", output_key="b.mp4", preset={}, callback_url="http://x").to_env()
+    with pytest.raises(Exception, match="'\\.\\.'"):
+        TaskSpec.from_env({**env, "MPR_GCP_SOURCE_KEY": "../../etc/passwd"})
+    with pytest.raises(ConfigError, match="MPR_JOB_ID"):
+        TaskSpec.from_env({k: v for k, v in env.items() if k != "MPR_JOB_ID"})
+
+
+def test_run_request_sets_task_count_env_container_and_timeout():
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+    from mpr_gcp.spec import TaskSpec
+
+    from mpr.settings import Settings
+
+    gcp = GcpSettings(job=JOB, container="mpr-task", task_timeout=1200)
+    executor = GcpExecutor(Settings(), gcp)
+    spec = TaskSpec(job_id="j1", source_key="a.mp4", output_key="b.mp4", preset=FAST.to_dict(),
+                    callback_url="http://x/cb", chunks=(Chunk(0, 0, 1, 25), Chunk(1, 1, 2, 25)))
+    request = executor.run_request(spec)
+    assert request.name == JOB
+    assert request.overrides.task_count == 3
+    (container,) = request.overrides.container_overrides
+    assert container.name == "mpr-task"
+    env = {e.name: e.value for e in container.env}
+    assert env == spec.to_env()
+    assert request.overrides.timeout.seconds == 1200
+
+
+def test_gcp_executor_is_registered_by_the_plugin(media):
+    from mpr_gcp.executor import GcpExecutor
+
+    from mpr.plugins import load_plugins
+
+    registry = load_plugins()
+    assert registry.executors["gcp"] is GcpExecutor
+    assert registry.owners[("executor", "gcp")] == "mpr-gcp"
+
+
+async def _job(tmp_path) -> TranscodeJob:
+    asset = await MediaAsset.create(path="a.mp4", filename="a.mp4", kind="video", status="ready")
+    return await TranscodeJob.create(source_asset=asset, source_path="a.mp4", preset_snapshot=FAST.to_dict(),
+                                     output_path="a-out.mp4", executor="gcp")
+
+
+async def test_submit_without_a_configured_job_is_a_clear_error(sqlite_db, monkeypatch, tmp_path):
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+
+    from mpr.settings import get_settings
+
+    job = await _job(tmp_path)
+    with pytest.raises(ConfigError, match="MPR_GCP_JOB"):
+        await GcpExecutor(get_settings(), GcpSettings()).submit(job)
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_unknown_cloud_run_job_raises_executor_error(db, cloud_run):
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+
+    from mpr.settings import get_settings
+
+    job = await _job(None)
+    gcp = GcpSettings(job=JOB.replace("mpr-transcode", "nope"), api_endpoint=cloud_run.url)
+    with pytest.raises(ExecutorError, match="was not found"):
+        await GcpExecutor(get_settings(), gcp).submit(job)
+    assert (await TranscodeJob.get(id=job.id)).status == JobStatus.PENDING
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("raise SystemExit(3)", "Cloud Run execution failed: Task"),
+        ("pass", "never called back"),
+    ],
+)
+async def test_poll_fails_a_job_whose_execution_ended_without_a_callback(db, cloud_run, monkeypatch, code, expected):
+    """A task killed before it could call back (OOM, timeout, a lost network): poll() notices."""
+    import asyncio
+    import dataclasses
+
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+
+    from mpr import jobs
+    from mpr.settings import get_settings
+
+    cloud_run.command = [sys.executable, "-c", code]
+    job = await _job(None)
+    executor = GcpExecutor(get_settings(), dataclasses.replace(GcpSettings.from_env(), callback_grace=0.0))
+    await jobs.transition(job.id, JobStatus.PROCESSING)
+    op = await asyncio.to_thread(executor.jobs_client.run_job, request=executor.run_request(
+        executor.task_spec(job, [])))
+    name = op.metadata.name
+    await TranscodeJob.filter(id=job.id).update(external_id=name)
+    job = await TranscodeJob.get(id=job.id)
+    await asyncio.to_thread(cloud_run.wait, name)
+    state = await executor.poll(job)
+    assert state == (JobStatus.FAILED if "SystemExit" in code else JobStatus.COMPLETED)
+    failed = await TranscodeJob.get(id=job.id)
+    assert failed.status == JobStatus.FAILED and expected in failed.error
+    # the execution is over: cancelling it again is harmless
+    await executor.cancel(failed)

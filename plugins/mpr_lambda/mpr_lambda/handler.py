@@ -1,0 +1,412 @@
+"""The Lambda functions of the ``lambda`` executor, one per state of ``deploy/aws/statemachine.asl.json``.
+
+``plan`` → (Map) ``encode_chunk`` → ``concat`` → ``callback``; any failure →
+``failure``. Each takes the payload the state machine builds (the execution
+input is ``event["job"]``, see :func:`mpr_lambda.executor.execution_input`)
+and returns JSON. They run the same chunker code as the local pipeline
+(:mod:`mpr.chunker`), read and write media through :mod:`mpr_storage_s3`,
+and keep within Lambda's limits: 900 s per call (chunk length is chosen so a
+chunk finishes well within it), and /tmp (checked before downloading, always
+emptied afterwards because warm containers keep it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mpr import callbacks, ffmpeg
+from mpr.chunker import Chunk, encode_audio
+from mpr.chunker import concat as concat_chunks
+from mpr.chunker import encode_chunk as encode_video_chunk
+from mpr.chunker.plan import index_video, plan_from_index
+from mpr.errors import FFmpegError, MprError, NotFound
+from mpr.presets import SOURCE_CONTAINER, Preset
+from mpr.settings import Settings
+from mpr_lambda.settings import LambdaSettings
+
+log = logging.getLogger("mpr_lambda")
+log.setLevel(logging.INFO)
+
+
+class StepFailed(Exception):
+    """A step of the job failed; the message (shown to the user in MPR) says which and why."""
+
+
+class SourceMissing(StepFailed):
+    """The job's source object is not in the bucket."""
+
+
+class TooBig(StepFailed):
+    """The work does not fit Lambda's /tmp or timeout."""
+
+
+class CallbackRejected(StepFailed):
+    """MPR answered the callback with an error (bad signature, unknown job...)."""
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+
+
+def _settings() -> tuple[Settings, LambdaSettings]:
+    return Settings.from_env(), LambdaSettings.from_env()
+
+
+def _storage(url: str) -> tuple[Any, str]:
+    """The S3Storage of ``url``'s bucket and the object key inside it."""
+    from mpr_storage_s3.storage import S3Storage, parse_root
+
+    scheme, bucket, key = parse_root(url)
+    return S3Storage(f"{scheme}://{bucket}/", Settings.from_env()), key.rstrip("/")
+
+
+@contextmanager
+def _scratch(ls: LambdaSettings) -> Iterator[Path]:
+    """A private directory in /tmp, removed afterwards (a warm Lambda keeps /tmp between calls)."""
+    Path(ls.tmp_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="mpr-", dir=ls.tmp_dir))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _fetch(url: str, target_dir: Path, ls: LambdaSettings, budget_share: float = 0.45) -> Path:
+    """Download ``url`` into ``target_dir`` after checking it fits the /tmp budget."""
+    store, key = _storage(url)
+    try:
+        size = store.stat(key).size
+    except NotFound:
+        raise SourceMissing(f"source object {url} does not exist") from None
+    if size > ls.tmp_bytes * budget_share:
+        raise TooBig(
+            f"{url} is {size / 1e6:.0f} MB; Lambda /tmp holds {ls.tmp_bytes / 1e6:.0f} MB "
+            "(raise EphemeralStorage, MPR_LAMBDA_TMP_MB)"
+        )
+    return store.download(key, target_dir / Path(key).name)
+
+
+def _ffmpeg_failure(what: str, exc: FFmpegError) -> StepFailed:
+    tail = "\n".join((exc.stderr_tail or "").strip().splitlines()[-8:])
+    return StepFailed(f"{what} failed: {exc}" + (f"\nffmpeg: {tail}" if tail and tail not in str(exc) else ""))
+
+
+def _step(fn: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
+    """Log the step and turn MPR errors into StepFailed (its message reaches the user through ``failure``)."""
+
+    @functools.wraps(fn)
+    def wrapper(event: dict, context: Any = None) -> dict:
+        job_id = (event.get("job") or event).get("job_id", "?")
+        started = time.monotonic()
+        log.info("mpr %s job=%s", fn.__name__, job_id)
+        try:
+            return fn(event, context)
+        except StepFailed:
+            raise
+        except FFmpegError as exc:
+            raise _ffmpeg_failure(fn.__name__.replace("_", " "), exc) from exc
+        except MprError as exc:
+            raise StepFailed(f"{fn.__name__.replace('_', ' ')} failed: {exc}") from exc
+        finally:
+            log.info("mpr %s job=%s took %.1fs", fn.__name__, job_id, time.monotonic() - started)
+
+    return wrapper
+
+
+def chunk_seconds_for(requested: float, duration: float, ls: LambdaSettings) -> float:
+    """The chunk length to plan: as asked, but short enough to encode in half the Lambda timeout.
+
+    At the slowest speed we plan for (``MPR_LAMBDA_MIN_SPEED`` x realtime) a
+    chunk of ``timeout * 0.5 * min_speed`` seconds takes half the timeout;
+    with the defaults (900 s, 0.5x) that is 225 s. Longer sources get longer
+    chunks only to stay under ``MPR_LAMBDA_MAX_CHUNKS``.
+    """
+    limit = ls.timeout * 0.5 * ls.min_speed
+    seconds = max(0.5, min(float(requested or 10.0), limit))
+    if duration / seconds > ls.max_chunks:
+        seconds = duration / ls.max_chunks
+        if seconds > limit:
+            raise TooBig(
+                f"a {duration:.0f} s source needs chunks of {seconds:.0f} s to stay within {ls.max_chunks} chunks, "
+                f"longer than the {limit:.0f} s a chunk may take on Lambda"
+            )
+    return seconds
+
+
+def _job(event: dict) -> dict:
+    return event.get("job", event)
+
+
+def _work_url(job: dict, name: str) -> str:
+    return job["work_url"].rstrip("/") + "/" + name
+
+
+# -- the steps ------------------------------------------------------------------------------------
+
+
+@_step
+def plan(event: dict, context: Any = None) -> dict:
+    """Plan step. Input: the execution input. Output: ``{"items": [...], "info": {...}}``.
+
+    Items are video chunks (``{"kind": "video", "index", "start", "end",
+    "frames"}``), one ``{"kind": "audio"}`` (the audio track, encoded once),
+    or a single ``{"kind": "whole"}`` when the job cannot be chunked (trim,
+    stream copy, audio-only source, no video encoder).
+    """
+    job = _job(event)
+    _, ls = _settings()
+    preset = Preset.from_dict(job["preset"])
+    ext = ffmpeg.output_extension(preset, job["source_url"])
+    with _scratch(ls) as tmp:
+        source = _fetch(job["source_url"], tmp, ls)
+        idx = index_video(source)
+        has_audio = _has_audio(source)
+        duration = (idx.end_us - idx.frame_us[0]) / 1e6 if idx else _duration(source)
+        trimmed = job.get("trim_start") is not None or job.get("trim_end") is not None
+        chunkable = idx is not None and preset.video_codec not in (None, "copy") and preset.container != SOURCE_CONTAINER
+        info: dict[str, Any] = {"ext": ext, "duration": duration, "source_size": source.stat().st_size}
+        if trimmed or not chunkable:
+            if preset.video_codec not in (None, "copy") and idx is not None:
+                span = (job.get("trim_end") or duration) - (job.get("trim_start") or 0.0)
+                if span > ls.timeout * ls.min_speed:
+                    raise TooBig(f"a {span:.0f} s single-pass encode may not finish within Lambda's {ls.timeout:.0f} s")
+            info.update(mode="whole", chunk_seconds=None, video_start=0.0)
+            return {"items": [{"kind": "whole"}], "info": info}
+        seconds = chunk_seconds_for(float(job.get("chunk_seconds") or 10.0), duration, ls)
+        chunks = plan_from_index(idx, seconds)
+        longest = max(c.duration for c in chunks)
+        if longest > ls.timeout * ls.min_speed:
+            raise TooBig(
+                f"the source's keyframes are {longest:.0f} s apart: one chunk would not finish within Lambda's "
+                f"{ls.timeout:.0f} s (re-encode it with a shorter GOP first)"
+            )
+        video_start = max(0.0, idx.frame_us[0] / 1e6) if chunks and chunks[0].start == 0 else 0.0
+        items: list[dict[str, Any]] = [{"kind": "video", **c.to_dict()} for c in chunks]
+        if preset.audio_codec is not None and has_audio:
+            items.append({"kind": "audio"})
+        info.update(mode="chunked", chunk_seconds=seconds, video_start=video_start,
+                    total=sum(c.duration for c in chunks))
+        log.info("job %s: %d chunks of ~%.1fs", job["job_id"], len(chunks), seconds)
+        return {"items": items, "info": info}
+
+
+def _has_audio(path: Path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError):
+        return False
+
+
+def _duration(path: Path) -> float:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return (container.duration or 0) / 1_000_000
+    except (av.FFmpegError, OSError):
+        return 0.0
+
+
+@_step
+def encode_chunk(event: dict, context: Any = None) -> dict:
+    """Encode step (one Map iteration). Input: ``{"job": ..., "item": ...}``. Output: where the result went.
+
+    Idempotent: a retried iteration whose object already exists (S3 puts are
+    atomic, so it is complete) is not encoded again.
+    """
+    job, item = _job(event), event["item"]
+    _, ls = _settings()
+    preset = Preset.from_dict(job["preset"])
+    ext = ffmpeg.output_extension(preset, job["source_url"])
+    kind = item.get("kind", "video")
+    if kind == "video":
+        chunk = Chunk.from_dict(item)
+        name, what = f"chunk_{chunk.index:05d}.{ext}", f"encode chunk {chunk.index} ({chunk.start:.3f}-{chunk.end:.3f} s)"
+    elif kind == "audio":
+        chunk, name, what = None, f"audio.{ext}", "encode audio"
+    elif kind == "whole":
+        chunk, name, what = None, f"whole.{ext}", "encode"
+    else:
+        raise StepFailed(f"unknown plan item kind {kind!r}")
+    url = _work_url(job, name)
+    store, key = _storage(url)
+    result = {"kind": kind, "index": chunk.index if chunk else -1, "url": url}
+    if chunk:
+        result["duration"] = chunk.duration
+    if store.exists(key):
+        log.info("%s: already done by an earlier attempt", what)
+        return {**result, "size": store.stat(key).size, "reused": True}
+    with _scratch(ls) as tmp:
+        source = _fetch(job["source_url"], tmp, ls)
+        out = tmp / name
+        started = time.monotonic()
+        try:
+            if kind == "video":
+                encode_video_chunk(source, chunk, preset, out)
+            elif kind == "audio":
+                encode_audio(source, preset, out)
+            else:
+                argv = ffmpeg.build_command(source, out, preset, start=job.get("trim_start"), end=job.get("trim_end"))
+                ffmpeg.run(argv)
+        except FFmpegError as exc:
+            raise _ffmpeg_failure(what, exc) from exc
+        seconds = time.monotonic() - started
+        info = store.put(key, out)
+    return {**result, "size": info.size, "seconds": round(seconds, 3), "reused": False}
+
+
+@_step
+def concat(event: dict, context: Any = None) -> dict:
+    """Concat step. Input: ``{"job", "plan", "encoded"}``. Output: ``{"output_key", "size", ...}``.
+
+    Joins the video chunks in order with the audio (stream copy, no
+    re-encode), uploads the output (multipart when large), deletes the
+    chunk objects.
+    """
+    job, plan_out, encoded = _job(event), event["plan"], event["encoded"]
+    _, ls = _settings()
+    preset = Preset.from_dict(job["preset"])
+    info = plan_out.get("info", {})
+    out_store, out_key = _storage(job["output_url"])
+    videos = sorted((e for e in encoded if e["kind"] == "video"), key=lambda e: e["index"])
+    audio = next((e for e in encoded if e["kind"] == "audio"), None)
+    whole = next((e for e in encoded if e["kind"] == "whole"), None)
+    needed = sum(int(e.get("size") or 0) for e in encoded) * 2
+    if needed > ls.tmp_bytes * 0.9:
+        raise TooBig(f"concat needs about {needed / 1e6:.0f} MB of /tmp, Lambda has {ls.tmp_bytes / 1e6:.0f} MB")
+    started = time.monotonic()
+    with _scratch(ls) as tmp:
+        if whole:
+            local = _fetch(whole["url"], tmp, ls, budget_share=0.9)
+        else:
+            if not videos:
+                raise StepFailed("concat failed: the plan produced no video chunks")
+            paths = [_fetch(e["url"], tmp, ls, budget_share=0.9) for e in videos]
+            audio_path = _fetch(audio["url"], tmp, ls, budget_share=0.9) if audio else None
+            local = tmp / ("output." + info.get("ext", Path(out_key).suffix.lstrip(".") or "mp4"))
+            try:
+                concat_chunks(
+                    paths, audio_path, local, preset,
+                    durations=[float(e["duration"]) for e in videos],
+                    video_start=float(info.get("video_start") or 0.0),
+                    total=info.get("total"),
+                )
+            except FFmpegError as exc:
+                raise _ffmpeg_failure("concat", exc) from exc
+        stored = out_store.put(out_key, local)
+    for e in encoded:
+        store, key = _storage(e["url"])
+        store.delete(key)
+    return {
+        "output_key": job["output_key"],
+        "output_url": job["output_url"],
+        "size": stored.size,
+        "chunks": len(videos),
+        "concat_seconds": round(time.monotonic() - started, 3),
+        "encode_seconds": round(sum(float(e.get("seconds") or 0) for e in encoded), 3),
+    }
+
+
+# -- callbacks ------------------------------------------------------------------------------------
+
+_secret_cache: dict[str, str] = {}
+
+
+def callback_secret(ls: LambdaSettings | None = None) -> str:
+    """The callback secret: ``MPR_CALLBACK_SECRET`` or the SSM parameter ``MPR_LAMBDA_CALLBACK_SECRET_PARAM``."""
+    ls = ls or LambdaSettings.from_env()
+    if ls.callback_secret:
+        return ls.callback_secret
+    if ls.callback_secret_param:
+        if ls.callback_secret_param not in _secret_cache:
+            import boto3
+
+            ssm = boto3.client("ssm")
+            value = ssm.get_parameter(Name=ls.callback_secret_param, WithDecryption=True)["Parameter"]["Value"]
+            _secret_cache[ls.callback_secret_param] = value
+        return _secret_cache[ls.callback_secret_param]
+    raise StepFailed("no callback secret: set MPR_CALLBACK_SECRET or MPR_LAMBDA_CALLBACK_SECRET_PARAM on the Lambda")
+
+
+def post_callback(url: str, body: dict[str, Any], ls: LambdaSettings | None = None) -> dict[str, Any]:
+    """POST ``body`` to ``url``, signed (:func:`mpr.callbacks.sign_headers`); raise CallbackRejected on non-2xx."""
+    ls = ls or LambdaSettings.from_env()
+    if not url.startswith(("http://", "https://")):
+        raise CallbackRejected(f"callback URL must be http(s), got {url!r}")
+    data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    headers = callbacks.sign_headers(data, callback_secret(ls))
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=ls.callback_timeout) as response:
+            text = response.read().decode("utf-8", "replace")
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:300]
+        raise CallbackRejected(f"MPR rejected the callback to {url}: HTTP {exc.code} {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CallbackRejected(f"could not reach MPR at {url}: {exc}") from None
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = {"raw": text[:300]}
+    return {"status_code": status, "response": answer}
+
+
+def callback(event: dict, context: Any = None) -> dict:
+    """Success step: tell MPR the job is COMPLETED, with the output key and metrics."""
+    job, result = _job(event), event.get("result") or {}
+    body = {
+        "job_id": job["job_id"],
+        "status": "completed",
+        "output_key": result.get("output_key") or job["output_key"],
+        "metrics": {
+            "execution": event.get("execution"),
+            "size": result.get("size"),
+            "chunks": result.get("chunks"),
+            "encode_seconds": result.get("encode_seconds"),
+            "concat_seconds": result.get("concat_seconds"),
+        },
+    }
+    return post_callback(job["callback_url"], body)
+
+
+def error_message(error: dict[str, Any] | None) -> str:
+    """A readable message from a Step Functions Catch result ``{"Error", "Cause"}``."""
+    if not error:
+        return "the Step Functions execution failed"
+    name, cause = error.get("Error") or "Error", error.get("Cause") or ""
+    try:
+        parsed = json.loads(cause)
+    except (TypeError, ValueError):
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("errorMessage"):
+        return str(parsed["errorMessage"])
+    return f"{name}: {cause}" if cause else name
+
+
+def failure(event: dict, context: Any = None) -> dict:
+    """Failure step (the Catch target): tell MPR the job FAILED, with the failing step's error."""
+    job = _job(event)
+    body = {
+        "job_id": job["job_id"],
+        "status": "failed",
+        "error": error_message(event.get("error"))[:4000],
+        "metrics": {"execution": event.get("execution"), "error_type": (event.get("error") or {}).get("Error")},
+    }
+    return post_callback(job["callback_url"], body)
+
+
+__all__ = ["callback", "chunk_seconds_for", "concat", "encode_chunk", "failure", "plan", "post_callback"]

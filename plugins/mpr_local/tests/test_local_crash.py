@@ -1,0 +1,167 @@
+"""Crash recovery with real ``mpr worker`` processes sharing the database and the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REDIS_URL, _open_db, _reset_caches, redis_available, require
+from mpr import service
+from mpr.models import JobStatus, TranscodeJob
+
+pytestmark = pytest.mark.timeout(180)
+
+MPR = str(Path(sys.executable).parent / "mpr")
+
+
+@pytest.fixture(
+    params=[("sqlite", "sqlite"), ("postgres", "redis")], ids=["sqlite-db-sqlite-queue", "postgres-db-redis-queue"]
+)
+async def deployment(request: pytest.FixtureRequest, media, monkeypatch: pytest.MonkeyPatch):
+    """The two usual set-ups: all SQLite on one machine, or PostgreSQL + Redis shared by many machines."""
+    from mpr_local.queue import get_queue, reset_queues
+
+    db_kind, queue_kind = request.param
+    monkeypatch.setenv("MPR_LOCAL_QUEUE", f"mprt_{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("MPR_HEARTBEAT_TIMEOUT", "3")
+    monkeypatch.setenv("MPR_LOCAL_REAPER_INTERVAL", "0.5")
+    if queue_kind == "redis":
+        require("Redis", redis_available(), "127.0.0.1:6379")
+        monkeypatch.setenv("MPR_REDIS_URL", REDIS_URL)
+    _reset_caches()
+    reset_queues()
+    async for _ in _open_db(db_kind, media, monkeypatch):
+        try:
+            yield request.param
+        finally:
+            from mpr.settings import get_settings
+
+            get_queue(get_settings()).huey.flush()
+            reset_queues()
+
+
+class WorkerProcess:
+    """An ``mpr worker`` subprocess with the test's environment; its log is kept for failure messages."""
+
+    def __init__(self, log: Path) -> None:
+        self.log_path = log
+        env = {**os.environ, "MPR_WORKERS": "1", "MPR_LOG_LEVEL": "INFO", "MPR_LOCAL_HEARTBEAT_INTERVAL": "0.5"}
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen([MPR, "worker"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
+
+
+async def wait_for(job_id, *statuses: JobStatus, timeout: float, progress: float | None = None, why=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await TranscodeJob.get(id=job_id)
+        if job.status in statuses and (progress is None or job.progress >= progress):
+            return job
+        if time.monotonic() > deadline:
+            extra = f"\n--- worker log ---\n{why()}" if why else ""
+            raise AssertionError(f"job is {job.status.value} at {job.progress:.0f}% ({job.error}){extra}")
+        await asyncio.sleep(0.1)
+
+
+def kill_orphans(marker: str) -> None:
+    """SIGKILL of a worker leaves its ffmpeg (own process group) behind; a dead machine would not."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ffmpeg" in cmdline.split(b"\0")[0] and marker.encode() in cmdline:
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+async def test_sigkilled_worker_job_is_reaped_and_queued_job_is_not_lost(
+    deployment, library, media, long_clip, tmp_path
+):
+    long_asset = await library.add("long.mp4", long_clip)
+    short_asset = await library.add("sample.mp4")
+    lost = await service.create_job(long_asset.id, "h264-720p")
+    queued = await service.create_job(short_asset.id, "copy", priority=-1)
+
+    first = WorkerProcess(tmp_path / "worker-1.log")
+    second = None
+    try:
+        job = await wait_for(lost.id, JobStatus.PROCESSING, timeout=60, progress=1.0, why=first.text)
+        assert job.worker.split(":")[1] == str(first.pid)
+        assert (await TranscodeJob.get(id=queued.id)).status is JobStatus.PENDING
+
+        os.kill(first.pid, signal.SIGKILL)
+        first.kill()
+        kill_orphans(lost.id.hex)
+        killed_at = time.monotonic()
+        assert (await TranscodeJob.get(id=lost.id)).status is JobStatus.PROCESSING  # nobody told the database
+
+        second = WorkerProcess(tmp_path / "worker-2.log")
+        job = await wait_for(lost.id, JobStatus.FAILED, timeout=30, why=second.text)
+        assert job.error.startswith(f"worker lost: no heartbeat from {job.worker} for 3 s")
+        assert time.monotonic() - killed_at >= 2.5  # not before the heartbeat timed out
+        done = await wait_for(queued.id, JobStatus.COMPLETED, JobStatus.FAILED, timeout=60, why=second.text)
+        assert done.status is JobStatus.COMPLETED, done.error
+        assert done.worker.split(":")[1] == str(second.pid)
+        assert (media["out"] / done.output_path).is_file()
+        assert not (media["out"] / job.output_path).exists()
+        assert not [p.name for p in media["out"].rglob("*") if lost.id.hex in p.name]  # no partial file left
+
+        # the lost job can be run again
+        await service.retry_job(lost.id)
+        assert (await TranscodeJob.get(id=lost.id)).status in (JobStatus.PENDING, JobStatus.PROCESSING)
+        await service.cancel_job(lost.id)
+
+        second.proc.send_signal(signal.SIGINT)  # graceful stop
+        assert second.proc.wait(20) == 0, second.text()
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        kill_orphans(lost.id.hex)
+
+
+async def test_sigterm_stops_worker_now_and_fails_its_running_job(sqlite_db, monkeypatch, library, long_clip, tmp_path):
+    from mpr_local.queue import get_queue, reset_queues
+
+    monkeypatch.setenv("MPR_LOCAL_QUEUE", f"mprt_{uuid.uuid4().hex[:12]}")
+    _reset_caches()
+    reset_queues()
+    asset = await library.add("long.mp4", long_clip)
+    job = await service.create_job(asset.id, "h264-720p")
+    worker = WorkerProcess(tmp_path / "worker.log")
+    try:
+        await wait_for(job.id, JobStatus.PROCESSING, timeout=60, progress=1.0, why=worker.text)
+        start = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.proc.wait(15)
+        assert time.monotonic() - start < 8, worker.text()
+        job = await TranscodeJob.get(id=job.id)
+        assert job.status is JobStatus.FAILED
+        assert job.error == "worker stopped while the job was running; retry the job to run it again"
+        await asyncio.sleep(0.2)
+        assert not [p for p in Path(os.environ["MEDIA_OUT"]).rglob("*") if p.is_file()]
+    finally:
+        worker.kill()
+        kill_orphans(job.id.hex)
+        from mpr.settings import get_settings
+
+        get_queue(get_settings()).huey.flush()
+        reset_queues()

@@ -1,0 +1,97 @@
+"""Heartbeat and reaper against a real database (SQLite and PostgreSQL).
+
+The runner here is a stand-in that moves the job through the state machine
+and waits on its cancel event, so the tests are about the worker's own
+machinery; the end-to-end tests with ffmpeg are in test_local_jobs.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+import uuid
+
+from mpr_local.queue import JobQueue, make_huey
+from mpr_local.settings import LocalSettings
+from mpr_local.worker import WorkerConsumer, beat, reap
+
+from mpr.db import run_sync
+from mpr.jobs import now, transition
+from mpr.models import JobStatus, TranscodeJob
+from mpr.settings import get_settings
+
+
+async def make_job(executor: str = "local", **fields) -> TranscodeJob:
+    return await TranscodeJob.create(output_path=f"out/{uuid.uuid4().hex}.mp4", executor=executor, **fields)
+
+
+async def test_reaper_fails_jobs_with_a_stale_heartbeat_and_only_those(db, media, monkeypatch):
+    monkeypatch.setenv("MPR_HEARTBEAT_TIMEOUT", "5")
+    get_settings.cache_clear()
+    stale, fresh = await make_job(), await make_job()
+    remote, pending = await make_job(executor="lambda"), await make_job()
+    for job in (stale, fresh, remote):
+        await transition(job.id, JobStatus.PROCESSING, worker="host:1:Worker-1")
+    old = now() - dt.timedelta(seconds=30)
+    await TranscodeJob.filter(id__in=[stale.id, remote.id]).update(heartbeat_at=old)
+    partial = media["out"] / stale.output_path
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_bytes(b"partial")
+
+    assert await reap(get_settings()) == [str(stale.id)]
+
+    stale = await TranscodeJob.get(id=stale.id)
+    assert stale.status is JobStatus.FAILED
+    assert stale.error.startswith("worker lost: no heartbeat from host:1:Worker-1 for 5 s")
+    assert stale.finished_at is not None
+    assert not partial.exists()
+    for job, status in ((fresh, JobStatus.PROCESSING), (remote, JobStatus.PROCESSING), (pending, JobStatus.PENDING)):
+        assert (await TranscodeJob.get(id=job.id)).status is status
+    assert await reap(get_settings()) == []
+
+
+async def test_beat_stamps_own_job_and_says_stop_when_cancelled_or_taken_over(db):
+    job = await make_job()
+    assert await beat(str(job.id), "me") is True  # still PENDING: keep waiting
+    await transition(job.id, JobStatus.PROCESSING, worker="me")
+    await TranscodeJob.filter(id=job.id).update(heartbeat_at=now() - dt.timedelta(seconds=100))
+    assert await beat(str(job.id), "me") is True
+    assert (now() - (await TranscodeJob.get(id=job.id)).heartbeat_at).total_seconds() < 5
+    assert await beat(str(job.id), "someone-else") is False
+    await transition(job.id, JobStatus.CANCELLED)
+    assert await beat(str(job.id), "me") is False
+    await TranscodeJob.filter(id=job.id).delete()
+    assert await beat(str(job.id), "me") is False
+
+
+async def test_heartbeat_sets_cancel_event_within_a_second_of_cancel(db, queue_kind, media):
+    job = await make_job()
+    started, stopped = threading.Event(), threading.Event()
+    timings: dict[str, float] = {}
+
+    def runner(job_id: str, *, cancel: threading.Event, worker: str = "") -> None:
+        run_sync(transition(job_id, JobStatus.PROCESSING, worker=worker))
+        started.set()
+        if cancel.wait(10):
+            timings["stopped"] = time.monotonic()
+            stopped.set()
+
+    settings = get_settings()
+    queue = JobQueue(make_huey(settings), runner=runner)
+    consumer = WorkerConsumer(queue, settings, LocalSettings.from_env())
+    consumer.start()
+    try:
+        queue.enqueue(str(job.id), 0)
+        assert await asyncio.to_thread(started.wait, 10)
+        await asyncio.sleep(0.6)  # a few heartbeats
+        beat_at = (await TranscodeJob.get(id=job.id)).heartbeat_at
+        assert (now() - beat_at).total_seconds() < 0.5
+        t0 = time.monotonic()
+        await transition(job.id, JobStatus.CANCELLED)
+        assert await asyncio.to_thread(stopped.wait, 5)
+        assert timings["stopped"] - t0 < 1.0
+    finally:
+        await asyncio.to_thread(consumer.stop, True)
+        queue.close()

@@ -1,0 +1,104 @@
+"""The huey queue: storage choice, priorities, settings, hook registration."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import click
+import pytest
+from huey import PriorityRedisHuey, SqliteHuey
+from mpr_local.queue import JobQueue, get_queue, make_huey
+from mpr_local.settings import LocalSettings
+from mpr_local.worker import WorkerConsumer
+
+from mpr.errors import ConfigError
+from mpr.settings import get_settings
+
+
+def test_queue_is_sqlite_in_var_dir_without_redis_and_priority_redis_with_it(queue_kind, media):
+    queue = get_queue(get_settings())
+    if queue_kind == "sqlite":
+        assert isinstance(queue.huey, SqliteHuey)
+        assert queue.huey.storage.filename == str(media["var"] / "queue.db")
+    else:
+        assert isinstance(queue.huey, PriorityRedisHuey)
+    assert queue.kind == queue_kind
+    assert get_queue(get_settings()) is queue
+
+
+def test_higher_priority_jobs_run_first_in_enqueue_order(queue_kind, media):
+    order: list[str] = []
+    done = threading.Event()
+
+    def runner(job_id: str, *, cancel: threading.Event | None = None, worker: str = "") -> None:
+        order.append(job_id)
+        if len(order) == 5:
+            done.set()
+
+    settings = get_settings()
+    queue = JobQueue(make_huey(settings), runner=runner)
+    for job_id, priority in [("low-1", 0), ("high", 10), ("mid", 5), ("low-2", 0), ("urgent", 99)]:
+        queue.enqueue(job_id, priority)
+    assert queue.pending() == 5
+    consumer = WorkerConsumer(queue, settings, LocalSettings.from_env())
+    consumer.start()
+    try:
+        assert done.wait(10)
+    finally:
+        consumer.stop(graceful=True)
+        queue.huey.flush()
+        queue.close()
+    assert order == ["urgent", "high", "mid", "low-1", "low-2"]
+
+
+def test_runner_gets_a_cancel_event_and_the_worker_identity(queue_kind, media):
+    seen: dict[str, object] = {}
+    done = threading.Event()
+
+    def runner(job_id: str, *, cancel: threading.Event | None = None, worker: str = "") -> None:
+        seen.update(job_id=job_id, cancel=cancel, worker=worker)
+        done.set()
+
+    settings = get_settings()
+    queue = JobQueue(make_huey(settings), runner=runner)
+    consumer = WorkerConsumer(queue, settings, LocalSettings.from_env())
+    consumer.start()
+    try:
+        start = time.monotonic()
+        task_id = queue.enqueue("abc", 0)
+        assert done.wait(10)
+        assert time.monotonic() - start < 2
+    finally:
+        consumer.stop(graceful=True)
+        queue.huey.flush()
+        queue.close()
+    assert task_id
+    assert seen["job_id"] == "abc"
+    assert isinstance(seen["cancel"], threading.Event) and not seen["cancel"].is_set()
+    _host, pid, thread = str(seen["worker"]).split(":")
+    assert pid.isdigit() and thread.startswith("Worker-")
+
+
+def test_local_settings_reject_bad_values():
+    assert LocalSettings.from_env({}).queue_name == "mpr"
+    with pytest.raises(ConfigError, match="MPR_LOCAL_QUEUE"):
+        LocalSettings.from_env({"MPR_LOCAL_QUEUE": "a b;c"})
+    with pytest.raises(ConfigError, match="MPR_LOCAL_HEARTBEAT_INTERVAL"):
+        LocalSettings.from_env({"MPR_LOCAL_HEARTBEAT_INTERVAL": "soon"})
+    assert LocalSettings.from_env({}).reaper_every(60) == 10
+    assert LocalSettings.from_env({}).reaper_every(3) == 1
+    assert LocalSettings.from_env({"MPR_LOCAL_REAPER_INTERVAL": "0.5"}).reaper_every(60) == 0.5
+
+
+def test_plugin_registers_local_executor_and_worker_command(media):
+    from mpr_local.executor import LocalExecutor
+
+    from mpr.executors import get_executor
+    from mpr.plugins import load_plugins, plugin_manager
+
+    assert load_plugins().executors["local"] is LocalExecutor
+    assert isinstance(get_executor("local"), LocalExecutor)
+    group = click.Group("mpr")
+    plugin_manager().hook.register_commands(cli=group)
+    assert "worker" in group.commands

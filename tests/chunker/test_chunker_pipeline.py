@@ -1,0 +1,175 @@
+"""The pipeline's threads: chunk events in order, progress every 500 ms, retries, reuse on retry, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_clip
+from mpr import events, ffmpeg, jobs
+from mpr.chunker.pipeline import Pipeline, listening, work_dir_for
+from mpr.errors import FFmpegError
+from mpr.models import ChunkStatus, JobChunk, JobStatus
+from tests.chunker.conftest import assert_same_frames, inspect
+
+
+class FlakyPipeline(Pipeline):
+    """Fails chosen chunks on a real ffmpeg run (missing input) for their first ``fail_times`` attempts."""
+
+    def __init__(self, *args, fail: dict[int, int] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail = dict(fail or {})
+        self.calls: list[int] = []
+        self._calls_lock = threading.Lock()
+
+    def encode(self, chunk, out_path, on_progress):
+        with self._calls_lock:
+            self.calls.append(chunk.index)
+            failing = self.fail.get(chunk.index, 0) > 0
+            if failing:
+                self.fail[chunk.index] -= 1
+        if failing:
+            ffmpeg.run([ffmpeg.ffmpeg_binary(), "-nostdin", "-i", f"file:{out_path}.missing", "-f", "null", "-"])
+        super().encode(chunk, out_path, on_progress)
+
+
+async def run_pipeline(pipeline: Pipeline) -> None:
+    await asyncio.to_thread(pipeline.run)
+
+
+async def test_chunk_events_are_emitted_in_order_with_indices(sources, preset, sqlite_db, new_job, sink, tmp_path):
+    job_id = await new_job()
+    await run_pipeline(Pipeline(job_id, sources["normal"], tmp_path / "o.mp4", preset, chunk_seconds=1, workers=2))
+    evs = sink.of(job_id)
+    chunk_evs = [e for e in evs if e.type.startswith("chunk_")]
+    queued = [e.chunk_index for e in chunk_evs if e.type == events.CHUNK_QUEUED]
+    assert queued == [0, 1, 2, 3]
+    for i in range(4):
+        mine = [e.type for e in chunk_evs if e.chunk_index == i and e.type != events.CHUNK_PROGRESS]
+        assert mine == [events.CHUNK_QUEUED, events.CHUNK_STARTED, events.CHUNK_DONE], (i, mine)
+    workers = {e.worker for e in chunk_evs if e.type in (events.CHUNK_STARTED, events.CHUNK_DONE)}
+    assert all(w for w in workers) and 1 <= len(workers) <= 2
+    for e in chunk_evs:
+        assert e.job_id == job_id and 0 <= e.chunk_index < 4
+    # every chunk's STARTED precedes its DONE in the stream everybody sees
+    pos = {(e.type, e.chunk_index): n for n, e in enumerate(evs)}
+    assert all(pos[(events.CHUNK_STARTED, i)] < pos[(events.CHUNK_DONE, i)] for i in range(4))
+
+
+async def test_monitor_reports_progress_every_500ms(preset, sqlite_db, new_job, sink, tmp_path):
+    source = make_clip(tmp_path / "src.mp4", seconds=3.0, size="480x360", gop=25)
+    slow = dataclasses.replace(preset, speed_preset="slower")
+    job_id = await new_job()
+    await run_pipeline(Pipeline(job_id, source, tmp_path / "o.mp4", slow, chunk_seconds=1, workers=2))
+    progress = [e for e in sink.of(job_id) if e.type == events.PROGRESS]
+    assert len(progress) >= 3
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(progress)]
+    assert all(0.4 <= g <= 0.9 for g in gaps), gaps
+    values = [e.progress for e in progress]
+    assert values == sorted(values) and 0 < values[-1] <= 100
+    assert any(e.type == events.CHUNK_PROGRESS and 0 < e.progress <= 100 for e in sink.of(job_id))
+    job = await jobs.get_job(job_id)
+    assert job.progress == values[-1] and job.heartbeat_at is not None
+
+
+async def test_failed_chunk_is_retried_and_output_stays_exact(sources, preset, sqlite_db, new_job, sink, tmp_path):
+    job_id = await new_job()
+    pipe = FlakyPipeline(job_id, sources["normal"], tmp_path / "o.mp4", preset, chunk_seconds=1, workers=2, fail={1: 2})
+    await run_pipeline(pipe)
+    assert sorted(pipe.calls) == [0, 1, 1, 1, 2, 3]
+    rows = {r.index: r for r in await JobChunk.filter(job_id=job_id)}
+    assert rows[1].attempts == 3 and rows[1].status == ChunkStatus.DONE and rows[1].error is None
+    assert all(rows[i].attempts == 1 for i in (0, 2, 3))
+    failed = [e for e in sink.of(job_id) if e.type == events.CHUNK_FAILED]
+    assert [e.chunk_index for e in failed] == [1, 1]
+    assert all("retrying" in e.message for e in failed)
+    assert_same_frames(inspect(tmp_path / "o.mp4"), inspect(sources["normal"]))
+
+
+async def test_retry_reruns_only_the_failed_chunks(sources, preset, db, new_job, sink, tmp_path):
+    source = sources["normal"]
+    job_id = await new_job()
+    first = FlakyPipeline(
+        job_id, source, tmp_path / "o.mp4", preset, chunk_seconds=1, workers=2, fail={2: 99}
+    )
+    with pytest.raises(FFmpegError, match="chunk 2 failed after 3 attempts"):
+        await run_pipeline(first)
+    assert not (tmp_path / "o.mp4").exists()
+    rows = {r.index: r for r in await JobChunk.filter(job_id=job_id)}
+    assert rows[2].status == ChunkStatus.FAILED and "ffmpeg failed" in rows[2].error
+    assert all(rows[i].status == ChunkStatus.DONE for i in (0, 1, 3))
+    work = work_dir_for(job_id)
+    kept = sorted(p.name for p in work.glob("chunk_*"))
+    assert kept == ["chunk_00000.mp4", "chunk_00001.mp4", "chunk_00003.mp4"] and (work / "audio.mp4").is_file()
+
+    # the job is retried (FAILED -> PENDING -> PROCESSING) and runs again
+    await jobs.transition(job_id, JobStatus.FAILED, error="chunk 2 failed")
+    await jobs.transition(job_id, JobStatus.PENDING)
+    await jobs.transition(job_id, JobStatus.PROCESSING)
+    second = FlakyPipeline(job_id, source, tmp_path / "o.mp4", preset, chunk_seconds=1, workers=2)
+    await run_pipeline(second)
+    assert second.calls == [2]
+    rows = {r.index: r for r in await JobChunk.filter(job_id=job_id)}
+    assert all(r.status == ChunkStatus.DONE for r in rows.values())
+    assert rows[2].attempts == 4 and rows[0].attempts == 1
+    reused = [e.chunk_index for e in sink.of(job_id) if e.type == events.CHUNK_DONE and "reused" in e.message]
+    assert reused == [0, 1, 3]
+    assert_same_frames(inspect(tmp_path / "o.mp4"), inspect(source))
+    assert not work.exists()  # cleaned up once the job's output exists
+
+
+def _our_ffmpeg_processes(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "ffmpeg" in cmd and marker in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.parametrize("how", ["event", "job cancelled in the database"])
+async def test_cancel_stops_all_chunk_processes_within_2s(how, preset, sqlite_db, new_job, tmp_path):
+    source = make_clip(tmp_path / "long.mp4", seconds=8.0, size="640x480", gop=25)
+    slow = dataclasses.replace(preset, speed_preset="veryslow")
+    job_id = await new_job()
+    cancel = threading.Event()
+    running = threading.Event()
+    pipe = Pipeline(job_id, source, tmp_path / "o.mp4", slow, chunk_seconds=1, workers=2, cancel=cancel)
+
+    def seen(event: events.JobEvent) -> None:
+        if event.type == events.CHUNK_STARTED:
+            running.set()
+
+    with listening(seen):
+        task = asyncio.create_task(run_pipeline(pipe))
+        assert await asyncio.to_thread(running.wait, 20)
+        await asyncio.sleep(0.3)
+        marker = str(work_dir_for(job_id))
+        assert _our_ffmpeg_processes(marker), "no chunk ffmpeg running"
+        t0 = time.monotonic()
+        if how == "event":
+            cancel.set()
+        else:
+            await jobs.transition(job_id, JobStatus.CANCELLED)
+        with pytest.raises(ffmpeg.Cancelled):
+            await task
+        elapsed = time.monotonic() - t0
+    assert elapsed < 2.0 + (0.5 if how != "event" else 0.0), elapsed  # +1 monitor tick to notice the DB
+    assert _our_ffmpeg_processes(marker) == []
+    statuses = {r.status for r in await JobChunk.filter(job_id=job_id)}
+    assert ChunkStatus.RUNNING not in statuses and ChunkStatus.QUEUED not in statuses
+    assert ChunkStatus.CANCELLED in statuses
+    assert not (tmp_path / "o.mp4").exists()
+    assert os.path.isdir(marker)  # finished chunks kept for a retry

@@ -1,0 +1,174 @@
+"""Command building and running ffmpeg: presets, trims, progress, errors, cancel."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_clip
+from mpr import ffmpeg
+from mpr.builtin_presets import STATIC_PRESETS, av1_preset
+from mpr.errors import FFmpegError, ValidationError
+from mpr.presets import Preset
+from mpr.probe import probe
+
+PRESETS = {p.name: p for p in STATIC_PRESETS}
+FRAME = 1 / 25
+
+
+def encode(src: Path, dst: Path, preset: Preset, **kw) -> list[ffmpeg.Progress]:
+    seen: list[ffmpeg.Progress] = []
+    argv = ffmpeg.build_command(src, dst, preset, **kw)
+    ffmpeg.run(argv, duration=3.0, on_progress=seen.append)
+    return seen
+
+
+def test_argv_is_a_list_with_progress_and_no_shell(clips, tmp_path: Path) -> None:
+    argv = ffmpeg.build_command(clips["video"], tmp_path / "o.mp4", PRESETS["h264-720p"])
+    assert isinstance(argv, list) and all(isinstance(a, str) for a in argv)
+    assert argv[argv.index("-progress") + 1] == "pipe:1" and "-nostats" in argv
+    assert argv[argv.index("-c:v") + 1] == "libx264" and argv[argv.index("-crf") + 1] == "23"
+    assert argv[argv.index("-f") + 1] == "mp4"
+
+
+def test_paths_starting_with_a_dash_are_not_options(clips, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    src = Path("-i.mp4")
+    src.write_bytes(clips["video"].read_bytes())
+    argv = ffmpeg.build_command(src, Path("-y.mp4"), PRESETS["copy"])
+    assert not any(a in ("-i.mp4", "-y.mp4") for a in argv)
+    assert f"file:{tmp_path / '-i.mp4'}" in argv
+    ffmpeg.run(argv)
+    assert probe(tmp_path / "-y.mp4").duration == pytest.approx(3.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("name", "ext", "vcodec", "acodec"),
+    [
+        ("h264-720p", "mp4", "h264", "aac"),
+        ("vp9-webm", "webm", "vp9", "opus"),
+        ("aac-audio", "m4a", None, "aac"),
+        ("mp3-audio", "mp3", None, "mp3"),
+        ("flac-audio", "flac", None, "flac"),
+    ],
+)
+def test_presets_produce_the_promised_streams(clips, tmp_path: Path, name, ext, vcodec, acodec) -> None:
+    preset = PRESETS[name]
+    assert ffmpeg.output_extension(preset, "x.mp4") == ext
+    out = tmp_path / f"o.{ext}"
+    progress = encode(clips["video"], out, preset)
+    r = probe(out)
+    assert (r.video_codec, r.audio_codec) == (vcodec, acodec)
+    assert r.duration == pytest.approx(3.0, abs=0.1)
+    assert progress and progress[-1].percent == 100.0 and progress[-1].eta == 0.0
+
+
+def test_height_preset_never_upscales_and_keeps_aspect(tmp_path: Path) -> None:
+    big = make_clip(tmp_path / "big.mp4", seconds=1.0, size="1920x800", audio=False)
+    out = tmp_path / "o.mp4"
+    ffmpeg.run(ffmpeg.build_command(big, out, PRESETS["h264-720p"]))
+    r = probe(out)
+    assert r.height == 720 and r.width == 1728  # 1920x800 scaled to height 720, even width
+    small = make_clip(tmp_path / "small.mp4", seconds=1.0, size="320x240", audio=False)
+    ffmpeg.run(ffmpeg.build_command(small, out, PRESETS["h264-720p"]))
+    assert (probe(out).width, probe(out).height) == (320, 240)
+
+
+def test_accurate_trim_when_reencoding(clips, tmp_path: Path) -> None:
+    out = tmp_path / "trim.mp4"
+    encode(clips["video"], out, PRESETS["h264-720p"], start=0.52, end=2.0)
+    assert probe(out).duration == pytest.approx(1.48, abs=FRAME + 0.03)
+
+
+def test_copy_preset_keeps_the_container_and_codecs(clips, tmp_path: Path) -> None:
+    copy = PRESETS["copy"]
+    assert ffmpeg.output_extension(copy, "dir/x.MKV") == "mkv"
+    out = tmp_path / "o.mp4"
+    argv = ffmpeg.build_command(clips["video"], out, copy, start=1.0)
+    assert argv[argv.index("-c:v") + 1] == "copy" and "-f" not in argv
+    ffmpeg.run(argv)
+    r = probe(out)
+    assert (r.video_codec, r.audio_codec) == ("h264", "aac")
+
+
+def test_audio_and_video_can_be_dropped(clips, tmp_path: Path) -> None:
+    argv = ffmpeg.build_command(clips["video"], tmp_path / "v.mp4", PRESETS["h264-720p"], audio=False)
+    assert "-an" in argv and "-c:a" not in argv
+    argv = ffmpeg.build_command(clips["video"], tmp_path / "a.m4a", PRESETS["aac-audio"])
+    assert "-vn" in argv
+
+
+def test_bad_trims_are_refused(clips, tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="after"):
+        ffmpeg.build_command(clips["video"], tmp_path / "o.mp4", PRESETS["copy"], start=2.0, end=1.0)
+    with pytest.raises(ValidationError):
+        ffmpeg.build_command(clips["video"], tmp_path / "o.mp4", PRESETS["copy"], start=-1.0)
+
+
+def test_av1_preset_only_with_an_encoder() -> None:
+    assert av1_preset(frozenset()) is None
+    assert av1_preset(frozenset({"libaom-av1"})).video_codec == "libaom-av1"
+    assert av1_preset(frozenset({"libaom-av1", "libsvtav1"})).video_codec == "libsvtav1"
+    assert "libx264" in ffmpeg.available_encoders()
+
+
+def test_failure_raises_with_the_stderr_tail(clips, tmp_path: Path) -> None:
+    with pytest.raises(FFmpegError) as info:
+        ffmpeg.run(ffmpeg.build_command(clips["garbage"], tmp_path / "o.mp4", PRESETS["h264-720p"]))
+    assert info.value.returncode not in (0, None)
+    assert "Invalid data" in str(info.value) or "Invalid data" in info.value.stderr_tail
+
+
+def test_missing_binary_is_an_ffmpeg_error(clips, tmp_path: Path) -> None:
+    argv = ffmpeg.build_command(clips["video"], tmp_path / "o.mp4", PRESETS["copy"], ffmpeg="/nonexistent/ffmpeg")
+    with pytest.raises(FFmpegError, match="cannot start ffmpeg"):
+        ffmpeg.run(argv)
+
+
+def test_cancel_kills_ffmpeg_within_2s(clips, tmp_path: Path) -> None:
+    # a slow endless encode of a looped source, so it is surely running when cancelled
+    slow = Preset(name="slow", container="mkv", video_codec="libx264", speed_preset="veryslow", crf=10)
+    argv = ffmpeg.build_command(clips["video"], tmp_path / "o.mkv", slow)
+    argv[1:1] = ["-stream_loop", "-1", "-re"]
+    cancel = threading.Event()
+    progress: list[ffmpeg.Progress] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            ffmpeg.run(argv, duration=1000, on_progress=progress.append, cancel=cancel)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=target)
+    t.start()
+    deadline = time.monotonic() + 15
+    while not progress and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert progress, "ffmpeg reported no progress"
+    started = time.monotonic()
+    cancel.set()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - started < 2.0
+    assert isinstance(errors[0], ffmpeg.Cancelled)
+    # the process group is gone: no ffmpeg of ours writing o.mkv remains
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            assert str(tmp_path / "o.mkv").encode() not in cmdline
+
+
+def test_parse_progress() -> None:
+    block = {"out_time_us": "1500000", "fps": "50.0", "speed": "2.5x", "progress": "continue"}
+    p = ffmpeg.parse_progress(block, 3.0, time.monotonic())
+    assert (p.out_time, p.percent, p.fps, p.speed) == (1.5, 50.0, 50.0, 2.5)
+    assert p.eta == pytest.approx(0.6)
+    end = ffmpeg.parse_progress({"out_time": "00:00:03.000000", "speed": "N/A", "progress": "end"}, 3.0, 0.0)
+    assert (end.percent, end.eta) == (100.0, 0.0)

@@ -1,0 +1,55 @@
+"""Small helpers shared by the UI tests (imported as tests.ui.helpers)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from conftest import make_clip
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CLIP_CACHE: dict[tuple, Path] = {}
+
+
+def place_clip(media_in: Path, cache_dir: Path, stem: str, suffix: str = ".mp4", **clip_args) -> Path:
+    """Copy a generated clip (made once per argument set) into MEDIA_IN under a unique name."""
+    key = (suffix, tuple(sorted(clip_args.items())))
+    if key not in CLIP_CACHE:
+        CLIP_CACHE[key] = make_clip(cache_dir / f"clip-{len(CLIP_CACHE)}{suffix}", **clip_args)
+    dst = media_in / f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
+    shutil.copyfile(CLIP_CACHE[key], dst)
+    return dst
+
+
+def response_json(response) -> dict:
+    return json.loads(response.body())
+
+
+def create_job_id(response) -> str:
+    """The id of the job a createJob/retryJob GraphQL response returned."""
+    data = response_json(response)
+    assert not data.get("errors"), data
+    return next(iter(data["data"].values()))["id"]
+
+
+def is_graphql_mutation(name: str):
+    def match(response) -> bool:
+        if not response.url.endswith("/graphql") or response.request.method != "POST":
+            return False
+        return name in (response.request.post_data or "")
+
+    return match
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}")

@@ -1,0 +1,333 @@
+import { useCallback, useEffect, useId, useRef, useState } from "react";
+import { Empty, ErrorBanner, Header, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
+import { createJob, getJob, listAssets, listJobs, listPresets } from "../lib/api";
+import { errorMessage } from "../lib/graphql";
+import { bytes, eta, speed } from "../lib/format";
+import { eventsClient, followStream, type StreamStats } from "../lib/stream";
+import { FINAL, type Asset, type Job, type Preset } from "../lib/types";
+import { applyEvent, emptyPipeline, withPlan, type PipelineState } from "./pipeline";
+import { ChunkMap, EventLog, Sparkline, WorkerLanes } from "./Views";
+
+function jobFromUrl(): string | null {
+  return new URLSearchParams(location.search).get("job");
+}
+
+function openJob(id: string | null) {
+  const url = new URL(location.href);
+  if (id) url.searchParams.set("job", id);
+  else url.searchParams.delete("job");
+  history.pushState(null, "", url);
+  window.dispatchEvent(new PopStateEvent("popstate"));
+}
+
+function StartForm({ onError }: { onError(message: string): void }) {
+  const [assets, setAssets] = useState<Asset[]>([]);
+  const [presets, setPresets] = useState<Preset[]>([]);
+  const [recent, setRecent] = useState<Job[]>([]);
+  const [assetId, setAssetId] = useState("");
+  const [presetId, setPresetId] = useState("");
+  const [chunkSeconds, setChunkSeconds] = useState(2);
+  const [workers, setWorkers] = useState(2);
+  const [jobId, setJobId] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [loaded, setLoaded] = useState(false);
+  const ids = { asset: useId(), preset: useId(), secs: useId(), workers: useId(), job: useId() };
+
+  useEffect(() => {
+    Promise.all([listAssets(), listPresets(), listJobs()])
+      .then(([a, p, j]) => {
+        const videos = a.filter((x) => x.kind === "video" && x.status === "ready");
+        setAssets(videos);
+        setPresets(p);
+        setRecent(j.filter((x) => x.chunked).slice(0, 10));
+        if (videos[0]) setAssetId(videos[0].id);
+        const preferred = p.find((x) => x.videoCodec && x.videoCodec !== "copy") ?? p[0];
+        if (preferred) setPresetId(preferred.id);
+      })
+      .catch((err) => onError(errorMessage(err)))
+      .finally(() => setLoaded(true));
+  }, [onError]);
+
+  const start = async () => {
+    if (!assetId || !presetId) {
+      onError("Choose an asset and a preset first.");
+      return;
+    }
+    setBusy(true);
+    try {
+      const job = await createJob({ sourceAssetId: assetId, presetId, chunked: true, chunkSeconds, chunkWorkers: workers });
+      openJob(job.id);
+    } catch (err) {
+      onError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <div className="chunker-start">
+      <section className="panel" aria-labelledby="start-title">
+        <h2 id="start-title">Start a chunked job</h2>
+        {loaded && assets.length === 0 ? (
+          <Empty>
+            No ready video assets. Scan the media folder in the <a href="/">Timeline UI</a> first.
+          </Empty>
+        ) : (
+          <form
+            className="form-grid"
+            onSubmit={(e) => {
+              e.preventDefault();
+              void start();
+            }}
+          >
+            <label htmlFor={ids.asset}>Asset</label>
+            <select id={ids.asset} value={assetId} onChange={(e) => setAssetId(e.target.value)}>
+              {assets.map((a) => (
+                <option key={a.id} value={a.id}>
+                  {a.filename}
+                </option>
+              ))}
+            </select>
+            <label htmlFor={ids.preset}>Preset</label>
+            <select id={ids.preset} value={presetId} onChange={(e) => setPresetId(e.target.value)}>
+              {presets.map((p) => (
+                <option key={p.id} value={p.id}>
+                  {p.name} ({p.container})
+                </option>
+              ))}
+            </select>
+            <label htmlFor={ids.secs}>Chunk length (seconds)</label>
+            <input
+              id={ids.secs}
+              type="number"
+              min={0.5}
+              step={0.5}
+              value={chunkSeconds}
+              onChange={(e) => setChunkSeconds(Number(e.target.value))}
+            />
+            <label htmlFor={ids.workers}>Workers</label>
+            <input id={ids.workers} type="number" min={1} max={16} step={1} value={workers} onChange={(e) => setWorkers(Number(e.target.value))} />
+            <span />
+            <button type="submit" className="primary" disabled={busy}>
+              {busy ? "Starting…" : "Start chunked job"}
+            </button>
+          </form>
+        )}
+      </section>
+      <section className="panel" aria-labelledby="open-title">
+        <h2 id="open-title">Watch a job</h2>
+        <form
+          className="row"
+          onSubmit={(e) => {
+            e.preventDefault();
+            if (jobId.trim()) openJob(jobId.trim());
+          }}
+        >
+          <label htmlFor={ids.job}>Job id</label>
+          <input id={ids.job} value={jobId} onChange={(e) => setJobId(e.target.value)} placeholder="uuid" />
+          <button type="submit">Open</button>
+        </form>
+        {recent.length > 0 && (
+          <ul className="recent" aria-label="Recent chunked jobs">
+            {recent.map((j) => (
+              <li key={j.id}>
+                <a href={`?job=${j.id}`}>
+                  {j.sourceAsset?.filename ?? j.id} → {j.preset?.name ?? "?"}
+                </a>{" "}
+                <StatusBadge status={j.status} />
+              </li>
+            ))}
+          </ul>
+        )}
+      </section>
+    </div>
+  );
+}
+
+function PipelineView({ jobId, onError }: { jobId: string; onError(message: string): void }) {
+  const [job, setJob] = useState<Job | null>(null);
+  const [missing, setMissing] = useState(false);
+  const [state, setState] = useState<PipelineState>(emptyPipeline);
+  const [stats, setStats] = useState<StreamStats | null>(null);
+  const planned = useRef(new Set<number>());
+
+  const loadJob = useCallback(async () => {
+    try {
+      const j = await getJob(jobId);
+      if (!j) {
+        setMissing(true);
+        return;
+      }
+      setJob(j);
+      if (j.chunks?.length) {
+        for (const c of j.chunks) planned.current.add(c.index);
+        setState((s) => withPlan(s, j.chunks!));
+      }
+    } catch (err) {
+      onError(errorMessage(err));
+    }
+  }, [jobId, onError]);
+
+  useEffect(() => {
+    setState(emptyPipeline());
+    setJob(null);
+    setMissing(false);
+    planned.current = new Set();
+    void loadJob();
+    const client = eventsClient();
+    let planTimer: ReturnType<typeof setTimeout> | undefined;
+    const stop = followStream({
+      after: 0,
+      contiguous: true,
+      open: (after, options) => client.streamChunkPipeline({ jobId, afterSequence: String(after) }, options),
+      isLast: (ev) => ev.type === "status" && FINAL.has(ev.status),
+      onStats: (s) => {
+        setStats(s);
+        if (s.state === "ended") void loadJob();
+      },
+      onEvent: (ev, seq) => {
+        setState((s) => applyEvent(s, ev, seq));
+        // Chunk time ranges come from the job's plan in the database: fetch it once it exists.
+        if (ev.chunkIndex >= 0 && !planned.current.has(ev.chunkIndex) && !planTimer) {
+          planTimer = setTimeout(() => {
+            planTimer = undefined;
+            void loadJob();
+          }, 250);
+        }
+      },
+    });
+    return () => {
+      stop();
+      if (planTimer) clearTimeout(planTimer);
+    };
+  }, [jobId, loadJob]);
+
+  if (missing) {
+    return (
+      <section className="panel">
+        <Empty>
+          No job with id <code>{jobId}</code>. <a href="/chunker/">Start a new one</a>.
+        </Empty>
+      </section>
+    );
+  }
+  const chunks = [...state.chunks.values()];
+  const done = chunks.filter((c) => c.state === "done").length;
+  const status = state.sequences.length ? state.status : job?.status ?? "pending";
+  const progress = status === "completed" ? 100 : state.sequences.length ? state.progress : job?.progress ?? 0;
+  const final = FINAL.has(status);
+  return (
+    <div className="pipeline" data-job-id={jobId} data-status={status}>
+      <section className="panel summary" aria-labelledby="job-title">
+        <div className="panel-head">
+          <h2 id="job-title">
+            {job?.sourceAsset?.filename ?? "Job"} <span className="muted">→ {job?.preset?.name ?? "…"}</span>
+          </h2>
+          <StatusBadge status={status} />
+          {stats && <LiveIndicator state={stats.state} error={stats.error} />}
+        </div>
+        <ProgressBar value={progress} label="Overall progress" status={status} />
+        <dl className="stats">
+          <div>
+            <dt>Chunks done</dt>
+            <dd data-testid="chunks-done">
+              {done} / {chunks.length || job?.chunks?.length || "?"}
+            </dd>
+          </div>
+          <div>
+            <dt>fps</dt>
+            <dd>{state.fps ? state.fps.toFixed(0) : "–"}</dd>
+          </div>
+          <div>
+            <dt>Speed</dt>
+            <dd>{speed(state.speed)}</dd>
+          </div>
+          <div>
+            <dt>ETA</dt>
+            <dd>{final ? "–" : eta(state.eta)}</dd>
+          </div>
+          <div>
+            <dt>Events</dt>
+            <dd
+              data-testid="stream-stats"
+              data-received={stats?.received ?? 0}
+              data-last-seq={stats?.lastSequence ?? 0}
+              data-reconnects={stats?.reconnects ?? 0}
+              data-gaps={stats?.gaps ?? 0}
+              data-duplicates={stats?.duplicates ?? 0}
+            >
+              {stats?.received ?? 0} (last #{stats?.lastSequence ?? 0}) · reconnects {stats?.reconnects ?? 0} · gaps{" "}
+              {stats?.gaps ?? 0}
+            </dd>
+          </div>
+        </dl>
+        {job?.error && status === "failed" && <p className="error-text">{job.error}</p>}
+        {stats?.error && stats.state === "reconnecting" && (
+          <p className="muted" role="status">
+            Connection lost ({stats.error}); resuming after event #{stats.lastSequence}…
+          </p>
+        )}
+        {status === "completed" && job?.output?.url && (
+          <p className="row">
+            <a className="button" href={job.output.url} target="_blank" rel="noreferrer">
+              Play output
+            </a>
+            <a className="button" href={job.output.url} download>
+              Download
+            </a>
+            <span className="muted">{bytes(job.output.size)}</span>
+          </p>
+        )}
+        <Sparkline state={state} />
+      </section>
+      <section className="panel" aria-labelledby="chunks-title">
+        <h2 id="chunks-title">Chunks</h2>
+        <ChunkMap state={state} />
+        <h3>Workers</h3>
+        <WorkerLanes state={state} expectedWorkers={job?.chunkWorkers ?? 0} />
+        <div className="legend-row" aria-hidden="true">
+          {["queued", "running", "done", "failed", "cancelled"].map((s) => (
+            <span key={s} className="legend-item">
+              <span className={`swatch chunk-${s}`} /> {s}
+            </span>
+          ))}
+        </div>
+      </section>
+      <section className="panel" aria-labelledby="log-title">
+        <h2 id="log-title">Event log</h2>
+        <EventLog log={state.log} />
+      </section>
+    </div>
+  );
+}
+
+export function App() {
+  const [jobId, setJobId] = useState<string | null>(jobFromUrl);
+  const [error, setError] = useState("");
+  useEffect(() => {
+    const onPop = () => {
+      setJobId(jobFromUrl());
+      setError("");
+    };
+    window.addEventListener("popstate", onPop);
+    return () => window.removeEventListener("popstate", onPop);
+  }, []);
+  const onError = useCallback((m: string) => setError(m), []);
+  return (
+    <>
+      <Header current="chunker" />
+      <main className="chunker-layout">
+        <div className="crumbs">
+          <h1>Chunker</h1>
+          {jobId && (
+            <button type="button" className="link" onClick={() => openJob(null)}>
+              ← New chunked job
+            </button>
+          )}
+        </div>
+        <ErrorBanner error={error} onDismiss={() => setError("")} />
+        {jobId ? <PipelineView key={jobId} jobId={jobId} onError={onError} /> : <StartForm onError={onError} />}
+      </main>
+    </>
+  );
+}

@@ -1,0 +1,104 @@
+import { useState } from "react";
+import { Empty, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
+import { cancelJob, retryJob } from "../lib/api";
+import { errorMessage } from "../lib/graphql";
+import { bytes, eta, speed, timecode } from "../lib/format";
+import type { Job } from "../lib/types";
+
+interface Props {
+  jobs: Job[];
+  live: { state: string; error: string };
+  onJobChanged(job: Job): void;
+}
+
+function JobRow({ job, onJobChanged }: { job: Job; onJobChanged(job: Job): void }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState("");
+  const act = async (fn: (id: string) => Promise<Job>) => {
+    setBusy(true);
+    setError("");
+    try {
+      onJobChanged(await fn(job.id));
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const active = job.status === "pending" || job.status === "processing";
+  const retryable = job.status === "failed" || job.status === "cancelled";
+  const name = job.sourceAsset?.filename ?? "(deleted asset)";
+  const url = job.output?.url;
+  return (
+    <li className={`job job-${job.status}`} data-job-id={job.id} data-status={job.status}>
+      <div className="job-head">
+        <span className="job-name" title={job.id}>
+          {name} <span className="muted">→ {job.preset?.name ?? "?"}</span>
+        </span>
+        <StatusBadge status={job.status} />
+      </div>
+      <ProgressBar value={job.status === "completed" ? 100 : job.progress} label={`Progress of ${name}`} status={job.status} />
+      <div className="job-meta">
+        <span>speed {speed(job.speed)}</span>
+        {active && <span>ETA {eta(job.eta)}</span>}
+        {(job.trimStart != null || job.trimEnd != null) && (
+          <span>
+            trim {timecode(job.trimStart ?? 0)}–{job.trimEnd != null ? timecode(job.trimEnd) : "end"}
+          </span>
+        )}
+        {job.chunked && (
+          <a href={`/chunker/?job=${encodeURIComponent(job.id)}`}>chunked · open in Chunker</a>
+        )}
+      </div>
+      {job.error && job.status !== "completed" && <p className="error-text job-error">{job.error}</p>}
+      {error && (
+        <p className="error-text" role="alert">
+          {error}
+        </p>
+      )}
+      <div className="row">
+        {active && (
+          <button type="button" disabled={busy} onClick={() => act(cancelJob)} aria-label={`Cancel job ${name}`}>
+            Cancel
+          </button>
+        )}
+        {retryable && (
+          <button type="button" disabled={busy} onClick={() => act(retryJob)} aria-label={`Retry job ${name}`}>
+            Retry
+          </button>
+        )}
+        {job.status === "completed" && url && (
+          <>
+            <a className="button" href={url} target="_blank" rel="noreferrer">
+              Play output
+            </a>
+            <a className="button" href={url} download>
+              Download
+            </a>
+            <span className="muted">{bytes(job.output?.size)}</span>
+          </>
+        )}
+      </div>
+    </li>
+  );
+}
+
+export function JobQueue({ jobs, live, onJobChanged }: Props) {
+  return (
+    <section className="panel queue" aria-labelledby="queue-title">
+      <div className="panel-head">
+        <h2 id="queue-title">Jobs</h2>
+        <LiveIndicator state={live.state} error={live.error} />
+      </div>
+      {jobs.length === 0 ? (
+        <Empty>No jobs yet. Pick an asset and press Transcode.</Empty>
+      ) : (
+        <ul className="jobs" aria-label="Job queue">
+          {jobs.map((job) => (
+            <JobRow key={job.id} job={job} onJobChanged={onJobChanged} />
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
