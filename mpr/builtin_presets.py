@@ -12,8 +12,6 @@ from typing import Any
 
 from mpr.presets import SOURCE_CONTAINER, Preset
 
-
-
 STATIC_PRESETS: tuple[Preset, ...] = (
     Preset(
         name="h264-720p",

@@ -351,6 +351,9 @@ class RedisStreamsBus:
         with self._lock:
             found = self._clients.get(loop)
             if found is None:
+                # forget clients of loops that are gone (their connections died with them)
+                for old in [lp for lp in self._clients if lp.is_closed()]:
+                    del self._clients[old]
                 # short timeouts for writes, so a dead Redis never holds up a job for long;
                 # no read timeout for XREAD BLOCK (the block time bounds it), keepalive for dead peers
                 writer = aioredis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3)

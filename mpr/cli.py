@@ -157,6 +157,7 @@ def presets() -> None:
     from mpr.models import TranscodePreset
 
     _db_ready()
+
     async def fetch() -> list[TranscodePreset]:
         return await TranscodePreset.all().order_by("name")
 
@@ -164,9 +165,7 @@ def presets() -> None:
     click.echo(f"{'NAME':<16} {'CONTAINER':<9} {'VIDEO':<12} {'AUDIO':<11} SOURCE")
     for p in rows:
         source = p.source + (" (edited)" if p.modified else "")
-        click.echo(
-            f"{p.name:<16} {p.container:<9} {p.video_codec or '-':<12} {p.audio_codec or '-':<11} {source}"
-        )
+        click.echo(f"{p.name:<16} {p.container:<9} {p.video_codec or '-':<12} {p.audio_codec or '-':<11} {source}")
 
 
 def plugin_report() -> list[dict[str, Any]]:
@@ -219,6 +218,7 @@ def jobs_command(status: str | None, limit: int) -> None:
     from mpr.service import job_summary
 
     _db_ready(sync=False)
+
     async def fetch() -> list[TranscodeJob]:
         qs = TranscodeJob.all().order_by("-created_at").limit(limit)
         if status:
@@ -261,9 +261,8 @@ def retry(job_id: str) -> None:
 
 def _media_key(file: str, copy_in: bool) -> str:
     """The MEDIA_IN key for FILE: a path under MEDIA_IN, a key relative to it, or (``--copy-in``) a copy."""
-    from mpr.storage import media_in, safe_key
-
     from mpr.local_storage import LocalStorage
+    from mpr.storage import media_in, safe_key
 
     storage = media_in()
     root = storage.base if isinstance(storage, LocalStorage) else None
@@ -349,10 +348,10 @@ def transcode(
     asset, _created = _run(scan_mod.register(key))
     if asset.status is not AssetStatus.READY:
         raise ValidationError(f"{key} cannot be processed: {asset.error or asset.status.value}")
-    kwargs = dict(
-        trim_start=start, trim_end=end, output_name=output_name, chunked=chunked,
-        chunk_seconds=chunk_seconds, chunk_workers=workers,
-    )  # fmt: skip
+    kwargs = {
+        "trim_start": start, "trim_end": end, "output_name": output_name, "chunked": chunked,
+        "chunk_seconds": chunk_seconds, "chunk_workers": workers,
+    }  # fmt: skip
     if queue:
         job = _run(service.create_job(asset.id, preset_name, **kwargs))
         click.echo(str(job.id))
@@ -381,11 +380,13 @@ def run_foreground(job_id: Any, *, label: str = "", progress: bool = True) -> An
     def target() -> None:
         try:
             run_job(job_id, cancel=cancel, worker="cli")
-        except BaseException as exc:  # surfaced below; run_job itself records job failures
+        except BaseException as exc:  # noqa: BLE001 - surfaced below; run_job itself records job failures
             errors.append(exc)
 
     thread = threading.Thread(target=target, name="mpr-transcode", daemon=True)
-    bar = tqdm(total=100, desc=label[:60], unit="%", disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
+    bar = tqdm(
+        total=100, desc=label[:60], unit="%", disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}% {postfix}"
+    )
     from mpr.chunker.display import ChunkProgress
 
     chunk_view = ChunkProgress.attach(job_id)  # per-chunk state of a chunked job run here
@@ -439,7 +440,6 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_grpc: bool, in
 
     from mpr.api.server import serve as run_server
     from mpr.db import close_db, init_db
-
     from mpr.executors import get_executor
     from mpr.storage import media_in, media_out
 
@@ -461,11 +461,12 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_grpc: bool, in
 
 @cli.command("grpc")
 @click.option("--port", type=int, default=None, help="gRPC port (default MPR_GRPC_PORT, 50051).")
-def grpc_command(port: int | None) -> None:
+@click.option("--host", default=None, help="Address to listen on (default MPR_HOST, 127.0.0.1).")
+def grpc_command(port: int | None, host: str | None) -> None:
     """Run only the native gRPC event stream (ChunkerService)."""
     from mpr.grpc.server import serve as run_grpc
 
-    run_grpc(port)
+    run_grpc(port, host)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -518,4 +519,4 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["cli", "main", "ensure_migrated", "run_foreground", "plugin_report", "make_sample"]
+__all__ = ["cli", "ensure_migrated", "main", "make_sample", "plugin_report", "run_foreground"]

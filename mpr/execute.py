@@ -161,8 +161,12 @@ def run_job(job_id: str | uuid.UUID, *, cancel: threading.Event | None = None, w
     try:
         job = run_sync(
             jobs.transition(
-                jid, JobStatus.PROCESSING, allowed_from=frozenset({JobStatus.PENDING}),
-                worker=worker or default_worker_name(), attempts=job.attempts + 1, progress=0.0,
+                jid,
+                JobStatus.PROCESSING,
+                allowed_from=frozenset({JobStatus.PENDING}),
+                worker=worker or default_worker_name(),
+                attempts=job.attempts + 1,
+                progress=0.0,
             )
         )
     except InvalidTransition as exc:
@@ -226,7 +230,10 @@ def _run(job: TranscodeJob, cancel: threading.Event, watcher: _Watcher) -> None:
             from mpr.chunker.pipeline import run_chunked  # the chunker is optional until a chunked job runs
 
             run_chunked(
-                str(job.id), src, tmp, preset,
+                str(job.id),
+                src,
+                tmp,
+                preset,
                 chunk_seconds=job.chunk_seconds or settings.chunk_seconds,
                 workers=job.chunk_workers or settings.chunk_workers,
                 cancel=cancel,
@@ -248,8 +255,13 @@ def _run(job: TranscodeJob, cancel: threading.Event, watcher: _Watcher) -> None:
     try:
         run_sync(
             jobs.transition(
-                job.id, JobStatus.COMPLETED, allowed_from=frozenset({JobStatus.PROCESSING}),
-                progress=100.0, eta=0.0, output_size=size, output_duration=result.duration,
+                job.id,
+                JobStatus.COMPLETED,
+                allowed_from=frozenset({JobStatus.PROCESSING}),
+                progress=100.0,
+                eta=0.0,
+                output_size=size,
+                output_duration=result.duration,
                 output_probe=result.raw,
             )
         )

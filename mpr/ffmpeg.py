@@ -137,8 +137,7 @@ def _scale_filter(width: int | None, height: int | None) -> str | None:
     # Fit inside the box keeping the aspect ratio, never upscale, even dimensions for yuv420p.
     if width and height:
         return (
-            f"scale=w='min({width},iw)':h='min({height},ih)':"
-            "force_original_aspect_ratio=decrease:force_divisible_by=2"
+            f"scale=w='min({width},iw)':h='min({height},ih)':force_original_aspect_ratio=decrease:force_divisible_by=2"
         )
     if height:
         return f"scale=w=-2:h='min({height},ih)'"

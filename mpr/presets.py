@@ -267,8 +267,11 @@ def validate_preset(data: dict[str, Any] | Preset, *, encoders: frozenset[str] |
             if not numeric[0] <= int(speed) <= numeric[1]:
                 raise _fail("speed_preset", f"must be from {numeric[0]} to {numeric[1]} for {video_codec}")
         elif speed not in X26X_SPEEDS:
-            raise _fail("speed_preset", f"must be one of {', '.join(X26X_SPEEDS)}" + (
-                f" or a number {numeric[0]}-{numeric[1]}" if numeric else ""))
+            raise _fail(
+                "speed_preset",
+                f"must be one of {', '.join(X26X_SPEEDS)}"
+                + (f" or a number {numeric[0]}-{numeric[1]}" if numeric else ""),
+            )
 
     width = _opt_int(data, "width", 16, 7680)
     height = _opt_int(data, "height", 16, 4320)

@@ -9,6 +9,7 @@ the video keyframes the chunker aligns its segments to.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -60,7 +61,7 @@ def _num(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError, ZeroDivisionError):
         return None
-    return number if number == number and number not in (float("inf"), float("-inf")) else None
+    return number if math.isfinite(number) else None
 
 
 def _json_safe(value: Any) -> Any:

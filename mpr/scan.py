@@ -135,6 +135,7 @@ async def scan(settings: Settings | None = None) -> ScanResult:
         result.registered += 1
         if asset.status is AssetStatus.ERROR:
             result.errors.append(f"{obj.key}: {asset.error}")
-    log.info("scan of %s: %d found, %d registered, %d skipped", storage.root, result.found, result.registered,
-             result.skipped)
+    log.info(
+        "scan of %s: %d found, %d registered, %d skipped", storage.root, result.found, result.registered, result.skipped
+    )
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import posixpath
 import re
 import uuid
@@ -36,18 +37,18 @@ _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,200}$")
 
 __all__ = [
     "ScanResult",
-    "scan",
-    "create_job",
     "cancel_job",
-    "retry_job",
-    "update_asset",
-    "delete_asset",
+    "copy_preset",
+    "create_job",
     "create_preset",
-    "update_preset",
+    "delete_asset",
     "delete_preset",
     "get_asset",
     "get_preset",
-    "copy_preset",
+    "retry_job",
+    "scan",
+    "update_asset",
+    "update_preset",
 ]
 
 
@@ -110,7 +111,7 @@ def _number(value: Any, name: str) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise ValidationError(f"{name} must be a number of seconds, got {value!r}") from None
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise ValidationError(f"{name} must be a finite number of seconds")
     return number
 
@@ -157,7 +158,7 @@ async def _unique_output(stem: str, ext: str) -> str:
     if stem.lower().endswith("." + ext):
         stem = stem[: -len(ext) - 1]
     storage = media_out()
-    for n in range(0, 10_000):
+    for n in range(10_000):
         key = safe_key(f"{stem}.{ext}" if n == 0 else f"{stem}-{n}.{ext}")
         if await TranscodeJob.exists(output_path=key):
             continue

@@ -141,7 +141,7 @@ def test_cancel_kills_ffmpeg_within_2s(clips, tmp_path: Path) -> None:
     def target() -> None:
         try:
             ffmpeg.run(argv, duration=1000, on_progress=progress.append, cancel=cancel)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - checked below
             errors.append(exc)
 
     t = threading.Thread(target=target)

@@ -7,11 +7,11 @@ import uuid
 
 import pytest
 
-from tests.core_helpers import CollectSink
 from mpr import jobs
 from mpr.errors import InvalidTransition, NotFound, ValidationError
 from mpr.models import JobStatus, MediaAsset, TranscodeJob
 from mpr.plugins import register_plugin, unregister_plugin
+from tests.core_helpers import CollectSink
 
 
 @pytest.fixture
@@ -26,8 +26,9 @@ def sink(media):
 
 async def new_job(**fields) -> TranscodeJob:
     asset = await MediaAsset.create(path=f"{uuid.uuid4().hex}.mp4", filename="x.mp4", kind="video")
-    return await TranscodeJob.create(source_asset=asset, source_path=asset.path,
-                                     output_path=f"{uuid.uuid4().hex}.mp4", **fields)
+    return await TranscodeJob.create(
+        source_asset=asset, source_path=asset.path, output_path=f"{uuid.uuid4().hex}.mp4", **fields
+    )
 
 
 async def test_happy_path_sets_timestamps_and_emits_events(db, sink) -> None:
@@ -41,22 +42,24 @@ async def test_happy_path_sets_timestamps_and_emits_events(db, sink) -> None:
     assert any(e.type == "progress" and e.progress == 42.0 for e in sink.events)
 
 
-@pytest.mark.parametrize(
-    ("path", "illegal"),
-    [
-        ([], JobStatus.COMPLETED),  # pending -> completed
-        ([JobStatus.PROCESSING, JobStatus.COMPLETED], JobStatus.CANCELLED),
-        ([JobStatus.PROCESSING, JobStatus.COMPLETED], JobStatus.PENDING),  # completed jobs are not retried
-        ([], JobStatus.PENDING),
-        ([JobStatus.CANCELLED], JobStatus.PROCESSING),
-    ],
-)
-async def test_illegal_transitions_are_refused_with_the_current_status(db, path, illegal) -> None:
-    job = await new_job()
-    for step in path:
-        await jobs.transition(job.id, step)
-    with pytest.raises(InvalidTransition, match=f"it cannot become {illegal.value}"):
-        await jobs.transition(job.id, illegal)
+ILLEGAL = [
+    ([], JobStatus.COMPLETED),  # pending -> completed
+    ([JobStatus.PROCESSING, JobStatus.COMPLETED], JobStatus.CANCELLED),
+    ([JobStatus.PROCESSING, JobStatus.COMPLETED], JobStatus.PENDING),  # completed jobs are not retried
+    ([], JobStatus.PENDING),
+    ([JobStatus.CANCELLED], JobStatus.PROCESSING),
+]
+
+
+async def test_illegal_transitions_are_refused_with_the_current_status(db) -> None:
+    for path, illegal in ILLEGAL:
+        job = await new_job()
+        for step in path:
+            await jobs.transition(job.id, step)
+        before = await TranscodeJob.get(id=job.id)
+        with pytest.raises(InvalidTransition, match=f"is {before.status.value}; it cannot become {illegal.value}"):
+            await jobs.transition(job.id, illegal)
+        assert (await TranscodeJob.get(id=job.id)).status is before.status
 
 
 async def test_retry_moves_failed_and_cancelled_back_to_pending(db) -> None:
@@ -86,7 +89,8 @@ async def test_cancel_races_completion_exactly_one_wins(db) -> None:
     job = await new_job()
     await jobs.transition(job.id, JobStatus.PROCESSING)
     results = await asyncio.gather(
-        jobs.transition(job.id, JobStatus.COMPLETED), jobs.transition(job.id, JobStatus.CANCELLED),
+        jobs.transition(job.id, JobStatus.COMPLETED),
+        jobs.transition(job.id, JobStatus.CANCELLED),
         return_exceptions=True,
     )
     assert sum(isinstance(r, TranscodeJob) for r in results) == 1

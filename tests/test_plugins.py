@@ -16,8 +16,17 @@ from mpr.storage import get_storage
 class TinyPresetPlugin:
     @hookimpl
     def register_presets(self, register):
-        register(Preset(name="tiny-240p", container="mp4", video_codec="libx264", crf=30, height=240,
-                        audio_codec="aac", audio_bitrate="64k"))
+        register(
+            Preset(
+                name="tiny-240p",
+                container="mp4",
+                video_codec="libx264",
+                crf=30,
+                height=240,
+                audio_codec="aac",
+                audio_bitrate="64k",
+            )
+        )
 
 
 @pytest.fixture

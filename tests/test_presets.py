@@ -16,8 +16,9 @@ GOOD = {"name": "my-h264", "container": "mp4", "video_codec": "libx264", "crf": 
 
 def test_builtin_presets_are_valid_and_complete() -> None:
     presets = {p.name: p for p in builtin_presets()}
-    assert {"h264-720p", "h264-1080p", "h265-1080p", "vp9-webm", "aac-audio", "mp3-audio", "flac-audio",
-            "copy"} <= set(presets)
+    assert {"h264-720p", "h264-1080p", "h265-1080p", "vp9-webm", "aac-audio", "mp3-audio", "flac-audio", "copy"} <= set(
+        presets
+    )
     assert ("av1" in presets) == bool({"libsvtav1", "libaom-av1"} & available_encoders())
     for preset in presets.values():
         assert validate_preset(preset, encoders=available_encoders()) == preset
@@ -72,9 +73,19 @@ def test_codec_missing_from_the_ffmpeg_build_is_refused() -> None:
 
 def test_extra_whitelist_has_no_raw_arguments() -> None:
     assert "args" not in EXTRA_OPTIONS and "vf" not in EXTRA_OPTIONS and "filter_complex" not in EXTRA_OPTIONS
-    for key, value in {"pix_fmt": "yuv420p", "profile": "high", "level": "4.1", "tune": "film", "gop": 50,
-                       "keyint_min": 25, "bframes": 2, "maxrate": "4M", "bufsize": "8M", "closed_gop": True,
-                       "scene_cut": False}.items():
+    for key, value in {
+        "pix_fmt": "yuv420p",
+        "profile": "high",
+        "level": "4.1",
+        "tune": "film",
+        "gop": 50,
+        "keyint_min": 25,
+        "bframes": 2,
+        "maxrate": "4M",
+        "bufsize": "8M",
+        "closed_gop": True,
+        "scene_cut": False,
+    }.items():
         assert validate_preset({**GOOD, "extra": {key: value}}).extra == {key: value}
 
 
@@ -85,8 +96,17 @@ class ThirdParty:
 
     @hookimpl
     def register_presets(self, register):
-        register(Preset(name="tp-small", container="mp4", video_codec="libx264", crf=30 + self.version,
-                        width=320, audio_codec="aac", audio_bitrate="64k"))
+        register(
+            Preset(
+                name="tp-small",
+                container="mp4",
+                video_codec="libx264",
+                crf=30 + self.version,
+                width=320,
+                audio_codec="aac",
+                audio_bitrate="64k",
+            )
+        )
         register(Preset(name="h264-720p-clone", container="mp4", video_codec="libx264", crf=23))
 
 

@@ -14,17 +14,29 @@ from mpr.settings import Settings, find_ffmpeg
 def test_defaults() -> None:
     s = Settings.from_env({})
     assert (s.database_url, s.media_in, s.media_out, s.executor) == (
-        "sqlite://var/mpr.db", "./media/in", "./media/out", "local")
+        "sqlite://var/mpr.db",
+        "./media/in",
+        "./media/out",
+        "local",
+    )
     assert s.redis_url is None and s.workers == 1 and s.chunk_workers >= 1
     assert s.port == 8702 and s.grpc_port == 50051 and s.load_plugins is None
 
 
 def test_values_are_read() -> None:
-    s = Settings.from_env({
-        "MPR_DATABASE_URL": "postgres://u@h:5432/db", "MEDIA_IN": "s3://bucket/in/", "MPR_EXECUTOR": "lambda",
-        "MPR_REDIS_URL": "redis://localhost:6379/1", "MPR_WORKERS": "3", "MPR_CHUNK_SECONDS": "2.5",
-        "MPR_LOAD_PLUGINS": "mpr-local, mpr-gcp", "MPR_API_TOKEN": "t0ken", "MPR_LOG_LEVEL": "debug",
-    })
+    s = Settings.from_env(
+        {
+            "MPR_DATABASE_URL": "postgres://u@h:5432/db",
+            "MEDIA_IN": "s3://bucket/in/",
+            "MPR_EXECUTOR": "lambda",
+            "MPR_REDIS_URL": "redis://localhost:6379/1",
+            "MPR_WORKERS": "3",
+            "MPR_CHUNK_SECONDS": "2.5",
+            "MPR_LOAD_PLUGINS": "mpr-local, mpr-gcp",
+            "MPR_API_TOKEN": "t0ken",
+            "MPR_LOG_LEVEL": "debug",
+        }
+    )
     assert s.database_url.startswith("postgres://") and s.media_in == "s3://bucket/in/"
     assert (s.executor, s.workers, s.chunk_seconds) == ("lambda", 3, 2.5)
     assert s.load_plugins == ("mpr-local", "mpr-gcp") and s.log_level == "DEBUG"
@@ -58,6 +70,8 @@ def test_ffmpeg_resolution(tmp_path) -> None:
 
 def test_cli_reports_a_bad_setting_without_a_traceback(media, monkeypatch) -> None:
     monkeypatch.setenv("MPR_WORKERS", "lots")
-    proc = subprocess.run([sys.executable, "-m", "mpr.cli", "scan"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mpr.cli", "scan"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 1
     assert "MPR_WORKERS must be an integer" in proc.stderr and "Traceback" not in proc.stderr

@@ -30,8 +30,18 @@ def write(store: LocalStorage, key: str, data: bytes) -> Path:
 
 @pytest.mark.parametrize(
     "key",
-    ["../etc/passwd", "/etc/passwd", "a/../../etc/passwd", "..", "a\\..\\b", "%2e%2e/etc/passwd",
-     "%252e%252e/x", "x\x00.mp4", "C:/windows/x", ""],
+    [
+        "../etc/passwd",
+        "/etc/passwd",
+        "a/../../etc/passwd",
+        "..",
+        "a\\..\\b",
+        "%2e%2e/etc/passwd",
+        "%252e%252e/x",
+        "x\x00.mp4",
+        "C:/windows/x",
+        "",
+    ],
 )
 def test_keys_that_escape_the_root_are_refused(store: LocalStorage, key: str) -> None:
     with pytest.raises(StorageError):
@@ -155,9 +165,8 @@ def test_local_copy_and_local_path(store: LocalStorage) -> None:
     path = write(store, "l/c.mp4", b"abc")
     with store.local_copy("l/c.mp4") as p:
         assert p == path and p.read_bytes() == b"abc"
-    with pytest.raises(NotFound):
-        with store.local_copy("l/missing.mp4"):
-            pass
+    with pytest.raises(NotFound), store.local_copy("l/missing.mp4"):
+        pass
     assert store.local_path("l/new.mp4") == store.base / "l/new.mp4"
 
 

@@ -209,7 +209,8 @@ def _preset_data(form: dict[str, str], *, partial: bool) -> dict[str, Any]:
         try:
             data[name] = kind(raw)
         except ValueError:
-            raise _FormError(f"{name.replace('_', ' ')} must be a {kind.__name__}, got {raw!r}") from None
+            what = "whole number" if kind is int else "number"
+            raise _FormError(f"{name.replace('_', ' ')} must be a {what}, got {raw!r}") from None
     if not partial:
         data.setdefault("name", "")
     return data
@@ -434,7 +435,7 @@ class AdminController(Controller):
             qs = qs.filter(Q(output_path__icontains=q["q"]) | Q(source_path__icontains=q["q"]))
         total = await qs.count()
         rows = await qs.order_by("-created_at").offset(_offset(request)).limit(PAGE_SIZE)
-        executors = sorted(set(await TranscodeJob.all().distinct().values_list("executor", flat=True)))
+        executors = sorted(set(await TranscodeJob.all().order_by("executor").distinct().values_list("executor", flat=True)))
         return _page(request, "jobs.html", rows=rows, total=total, q=q, statuses=JobStatus, executors=executors)
 
     @get("/jobs/{job_id:str}")

@@ -154,12 +154,16 @@ async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]
     if not await store.first_use(request.headers.get(callbacks.SIGNATURE_HEADER, "")):
         return _error(401, "callback signature was already used (replay)")
     try:
-        data = _parse(body)
         jid = jobs.parse_job_id(job_id)
+    except ValidationError:
+        return _error(404, f"job {job_id} does not exist")
+    try:
+        data = _parse(body)
     except ValidationError as exc:
-        if "job id" in str(exc):
-            return _error(404, f"job {job_id} does not exist")
         return _error(400, str(exc))
+    if data.get("job_id") is not None and str(data["job_id"]) != str(jid):
+        # a body signed for another job, posted to this job's URL
+        return _error(400, "callback job_id does not match the URL")
     job = await TranscodeJob.get_or_none(id=jid)
     if job is None:
         return _error(404, f"job {job_id} does not exist")

@@ -437,8 +437,8 @@ class SystemStatus:
     version: str
     executor: str
     checks: list[HealthCheck]
-    pending_jobs: int
-    processing_jobs: int
+    pending_jobs: int | None
+    processing_jobs: int | None
 
 
 @strawberry.type
@@ -684,9 +684,10 @@ class Query:
 
         settings: Settings = _context(info)["settings"]
         checks = await run_checks(settings)
-        counts = {
-            s: await TranscodeJob.filter(status=s).count() for s in (JobStatus.PENDING, JobStatus.PROCESSING)
-        }
+        counts: dict[JobStatus, int | None] = {JobStatus.PENDING: None, JobStatus.PROCESSING: None}
+        if all(c.ok for c in checks if c.name == "database"):
+            for s in counts:
+                counts[s] = await TranscodeJob.filter(status=s).count()
         return SystemStatus(
             status="ok" if all(c.ok for c in checks) else "degraded",
             version=mpr.__version__,

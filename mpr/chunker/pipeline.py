@@ -1,7 +1,7 @@
 """The chunked encoding pipeline for one job (SPEC §7).
 
 Threads: a **producer** plans keyframe-aligned chunks, records them as
-``JobChunk`` rows and enqueues them (the audio track first, as one item);
+``JobChunk`` rows and enqueues them (then the audio track, as one item);
 **N workers** each take an item and run ffmpeg on it, retrying a failed
 chunk up to ``max_attempts`` times; a **monitor** reports overall progress
 every 500 ms (which is also how a cancel from another process is noticed).
@@ -257,13 +257,10 @@ class Pipeline:
                 self.states = states
                 self.total = sum(c.duration for c in plan)
             self._planned.set()
-            if self.preset.audio_codec is not None and _has_audio(self.source):
+            audio = self.preset.audio_codec is not None and _has_audio(self.source)
+            if audio:
                 self.audio_path = self.work_dir / f"audio.{self.ext}"
-                if self.audio_path.is_file():
-                    self.audio_done.set()
-                else:
-                    self._queue.put(_AUDIO)
-            else:
+            if not audio or self.audio_path.is_file():
                 self.audio_done.set()
             for state in states:
                 if self.cancel.is_set():
@@ -283,6 +280,9 @@ class Pipeline:
                     message=f"{state.chunk.start:.3f}-{state.chunk.end:.3f}s",
                 )
                 self._queue.put(state.chunk)
+            if not self.audio_done.is_set():
+                # the short audio encode last: it fills the gap while the last chunks finish
+                self._queue.put(_AUDIO)
         except MprError as exc:
             self._fail(exc)
         except Exception as exc:
@@ -427,7 +427,10 @@ class Pipeline:
 
     def _monitor(self) -> None:
         last_chunk: dict[int, float] = {}
-        while not self._finished.wait(self.progress_interval):
+        # fixed rate (not "sleep 500 ms after the work"), so a slow database does not stretch the cadence
+        next_tick = time.monotonic() + self.progress_interval
+        while not self._finished.wait(max(0.0, next_tick - time.monotonic())):
+            next_tick = max(next_tick + self.progress_interval, time.monotonic() + 0.05)
             if not self._planned.is_set():
                 continue
             percent, speed, eta = self.progress()

@@ -155,7 +155,12 @@ async def _aclose(events: Any) -> None:
             log.debug("closing event stream failed", exc_info=True)
 
 
-@route(f"/{SERVICE}/{{method:str}}", http_method=[HttpMethod.POST, HttpMethod.OPTIONS], include_in_schema=False)
+@route(
+    f"/{SERVICE}/{{method:str}}",
+    http_method=[HttpMethod.POST, HttpMethod.OPTIONS],
+    status_code=200,
+    include_in_schema=False,
+)
 async def grpc_web_call(request: Request, method: FromPath[str]) -> Response:
     """One server-streaming gRPC-Web call (binary or base64 text), or its CORS preflight."""
     if request.method == HttpMethod.OPTIONS:
@@ -190,6 +195,7 @@ async def grpc_web_call(request: Request, method: FromPath[str]) -> Response:
     timeout = parse_timeout(request.headers.get("grpc-timeout"))
     return Stream(
         _frames(events, text, timeout),
+        status_code=200,
         media_type=media_type,
         headers={**_cors(request), "Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"},
     )

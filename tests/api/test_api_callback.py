@@ -150,7 +150,7 @@ async def test_cancelled_job_is_not_revived(cb_api, media, clips):
 async def test_unknown_job_404_oversized_413_bad_body_400(cb_api):
     r, _, _ = await _post(cb_api, uuid.uuid4(), {"status": "completed"})
     assert r.status_code == 404
-    r, _, _ = await _post(cb_api, "not-a-uuid", {"status": "completed"})
+    r, _, _ = await _post(cb_api, "not-a-uuid", {"status": "completed"}, ts=int(time.time()) - 2)
     assert r.status_code == 404
     big = {"status": "failed", "error": "x" * (callbacks.MAX_BODY + 10)}
     r, _, _ = await _post(cb_api, uuid.uuid4(), big)
@@ -160,6 +160,8 @@ async def test_unknown_job_404_oversized_413_bad_body_400(cb_api):
     assert r.status_code == 400 and "completed' or 'failed" in r.json()["error"]
     r, _, _ = await _post(cb_api, job.id, None, raw=b"{not json")
     assert r.status_code == 400
+    r, _, _ = await _post(cb_api, job.id, {"status": "failed", "job_id": str(uuid.uuid4())})
+    assert r.status_code == 400 and "job_id" in r.json()["error"]
     assert (await TranscodeJob.get(id=job.id)).status is JobStatus.PROCESSING
 
 

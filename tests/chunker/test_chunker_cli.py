@@ -10,10 +10,9 @@ from pathlib import Path
 
 from mpr import events
 from mpr.chunker.display import ChunkProgress
-from mpr.chunker.pipeline import Pipeline
 from tests.chunker.conftest import assert_same_frames, inspect
 
-MPR = [sys.executable, "-m", "mpr.cli"] if not shutil.which("mpr") else [shutil.which("mpr")]
+MPR = Path(sys.executable).parent / "mpr"  # the venv's console script
 
 
 def test_chunk_display_summarises_chunk_events():
@@ -34,8 +33,7 @@ def test_chunk_display_summarises_chunk_events():
 def test_transcode_chunked_cli_shows_chunks_and_writes_exact_output(media, sources):
     shutil.copy(sources["normal"], media["in"] / "clip.mp4")
     env = {**os.environ, "COLUMNS": "200"}
-    bin_dir = Path(sys.executable).parent
-    mpr = [str(bin_dir / "mpr")] if (bin_dir / "mpr").exists() else MPR
+    mpr = [str(MPR)]
     subprocess.run([*mpr, "migrate"], env=env, check=True, capture_output=True, timeout=120)
     done = subprocess.run(
         [*mpr, "transcode", "clip.mp4", "--preset", "h264-720p", "--chunked", "--chunk-seconds", "1", "--workers", "2"],
@@ -43,6 +41,7 @@ def test_transcode_chunked_cli_shows_chunks_and_writes_exact_output(media, sourc
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "chunks 4/4 done" in done.stderr
@@ -50,4 +49,3 @@ def test_transcode_chunked_cli_shows_chunks_and_writes_exact_output(media, sourc
     assert out.parent == media["out"] and out.is_file()
     assert_same_frames(inspect(out), inspect(sources["normal"]))
     assert not (media["var"] / "chunks").exists() or not any((media["var"] / "chunks").iterdir())
-    assert Pipeline.progress_interval == 0.5

@@ -68,9 +68,23 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port):
@@ -128,7 +142,8 @@ class GrpcWebReader:
         if self.text:
             self._b64 += b"".join(chunk.split())
             cut = len(self._b64) - len(self._b64) % 4
-            self._buf += base64.b64decode(self._b64[:cut])
+            # servers (Envoy too) base64 each chunk on its own, so padding may sit mid-stream: decode per quantum
+            self._buf += b"".join(base64.b64decode(self._b64[i : i + 4]) for i in range(0, cut, 4))
             self._b64 = self._b64[cut:]
         else:
             self._buf += chunk
@@ -174,8 +189,11 @@ async def litestar_app_url(bus) -> AsyncIterator[str]:
     from mpr.grpc.web import grpc_web_router
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(Litestar(route_handlers=[grpc_web_router]), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Litestar(route_handlers=[grpc_web_router]), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
+    )
     task = asyncio.create_task(server.serve())
     await wait_until(lambda: server.started, 10)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 from mpr.bus import InProcessBus, RedisStreamsBus, get_bus, subscribe

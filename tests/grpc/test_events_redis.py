@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 
@@ -34,10 +33,11 @@ async def test_sequence_is_dense_and_monotonic_with_two_writer_processes(redis_u
     j = job_id()
     n = 300
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, redis_url, j, name, str(n)]) for name in ("w1", "w2")
+        await asyncio.create_subprocess_exec(sys.executable, "-c", WRITER, redis_url, j, name, str(n))
+        for name in ("w1", "w2")
     ]
     for p in procs:
-        assert await asyncio.to_thread(p.wait, 60) == 0
+        assert await asyncio.wait_for(p.wait(), 60) == 0
     bus = RedisStreamsBus(redis_url)
     events = []
     after = 0

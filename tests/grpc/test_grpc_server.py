@@ -57,7 +57,9 @@ async def test_resume_with_after_sequence_gets_the_rest_without_gap_or_duplicate
                 first.cancel()  # the browser goes away mid-stream...
                 break
         # ...and reconnects with the last sequence it saw
-        rest = [m.sequence async for m in client.StreamChunkPipeline(events_pb2.StreamRequest(job_id=j, after_sequence=4))]
+        rest = [
+            m.sequence async for m in client.StreamChunkPipeline(events_pb2.StreamRequest(job_id=j, after_sequence=4))
+        ]
         await producer
     assert seen == [1, 2, 3, 4]
     assert rest == list(range(5, 13))
@@ -76,22 +78,26 @@ async def test_a_finished_job_returns_its_history_and_ends_at_once(bus, grpc_ser
 
 
 async def test_stream_jobs_sends_new_events_of_all_jobs_with_a_global_sequence(bus, grpc_server):
-    a, b = job_id(), job_id()
+    a, b, ping = job_id(), job_id(), job_id()
     await bus.append(JobEvent(job_id=a, type=PROGRESS, progress=1))  # before the call: not sent
     channel, client = stub(grpc_server)
     async with channel:
         call = client.StreamJobs(events_pb2.StreamJobsRequest())
-        got = []
+        got, pinged = [], asyncio.Event()
 
         async def read():
             async for m in call:
+                if m.job_id == ping:
+                    pinged.set()
                 if m.job_id in (a, b):
                     got.append(m)
                 if len(got) == 4:
                     return
 
         reader = asyncio.create_task(read())
-        await asyncio.sleep(0.2)
+        while not pinged.is_set():  # the stream is live once it delivers a ping
+            await bus.append(JobEvent(job_id=ping, type=PROGRESS))
+            await asyncio.sleep(0.05)
         for j, p in ((a, 2), (b, 1), (a, 3), (b, 2)):
             await bus.append(JobEvent(job_id=j, type=PROGRESS, progress=p))
         await asyncio.wait_for(reader, 5)
@@ -225,3 +231,23 @@ async def test_stream_ends_when_the_database_says_final_though_the_event_never_c
         while (m := await call.read()) is not grpc.aio.EOF:
             rest.append(m)
     assert [(m.sequence, m.status) for m in rest] == [(2, "cancelled")]
+
+
+async def test_start_in_app_runs_the_grpc_server_for_the_life_of_a_litestar_app(bus, monkeypatch):
+    from litestar import Litestar
+    from litestar.testing import AsyncTestClient
+
+    from conftest import free_port
+    from mpr.grpc.server import start_in_app
+    from mpr.settings import get_settings
+
+    port = free_port()
+    monkeypatch.setenv("MPR_GRPC_PORT", str(port))
+    get_settings.cache_clear()
+    j = job_id()
+    await emit_job(bus, j, n=2, delay=0)
+    async with AsyncTestClient(app=Litestar(lifespan=[start_in_app])):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = events_pb2_grpc.ChunkerServiceStub(channel)
+            got = [m.sequence async for m in client.StreamChunkPipeline(events_pb2.StreamRequest(job_id=j))]
+    assert got == [1, 2, 3, 4]

@@ -24,11 +24,13 @@ async def call(url: str, method: str, message, *, text: bool = False, headers: d
     hdrs = {"content-type": ctype, "x-grpc-web": "1", **(headers or {})}
     reader = GrpcWebReader(text)
     frames = []
-    async with httpx.AsyncClient(timeout=30) as client:
-        async with client.stream("POST", url + PATH + method, content=grpc_web_request(message, text), headers=hdrs) as r:
-            async for chunk in r.aiter_raw():
-                now = time.perf_counter()
-                frames += [(now, flag, payload) for flag, payload in reader.feed(chunk)]
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("POST", url + PATH + method, content=grpc_web_request(message, text), headers=hdrs) as r,
+    ):
+        async for chunk in r.aiter_raw():
+            now = time.perf_counter()
+            frames += [(now, flag, payload) for flag, payload in reader.feed(chunk)]
     assert reader.leftover == b""
     return r, frames
 
@@ -68,31 +70,40 @@ async def test_resume_over_grpc_web_with_after_sequence(bus, litestar_app_url):
     for i in range(4):
         await bus.append(JobEvent(job_id=j, type=PROGRESS, progress=float(i)))
     await bus.append(JobEvent(job_id=j, type=STATUS, status="cancelled"))
-    _, frames = await call(litestar_app_url, "StreamChunkPipeline", events_pb2.StreamRequest(job_id=j, after_sequence=2))
+    _, frames = await call(
+        litestar_app_url, "StreamChunkPipeline", events_pb2.StreamRequest(job_id=j, after_sequence=2)
+    )
     events = [events_pb2.PipelineEvent.FromString(p) for _, flag, p in frames if flag == 0]
     assert [e.sequence for e in events] == [3, 4, 5] and events[-1].status == "cancelled"
 
 
 async def test_stream_jobs_over_grpc_web(bus, litestar_app_url):
-    a = job_id()
-    got = []
+    a, ping = job_id(), job_id()
+    await bus.append(JobEvent(job_id=a, type=PROGRESS, progress=-1.0))  # before the call: not sent
+    got, pinged = [], asyncio.Event()
 
     async def read():
         hdrs = {"content-type": "application/grpc-web+proto"}
         reader = GrpcWebReader()
-        async with httpx.AsyncClient(timeout=30) as client:
-            body = grpc_web_request(events_pb2.StreamJobsRequest())
-            async with client.stream("POST", litestar_app_url + PATH + "StreamJobs", content=body, headers=hdrs) as r:
-                async for chunk in r.aiter_raw():
-                    for _, payload in reader.feed(chunk):
-                        e = events_pb2.PipelineEvent.FromString(payload)
-                        if e.job_id == a:
-                            got.append(e)
-                            if len(got) == 3:
-                                return
+        body = grpc_web_request(events_pb2.StreamJobsRequest())
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream("POST", litestar_app_url + PATH + "StreamJobs", content=body, headers=hdrs) as r,
+        ):
+            async for chunk in r.aiter_raw():
+                for _, payload in reader.feed(chunk):
+                    e = events_pb2.PipelineEvent.FromString(payload)
+                    if e.job_id == ping:
+                        pinged.set()
+                    if e.job_id == a:
+                        got.append(e)
+                        if len(got) == 3:
+                            return
 
     task = asyncio.create_task(read())
-    await asyncio.sleep(0.3)
+    while not pinged.is_set():  # the stream is live once it delivers a ping
+        await bus.append(JobEvent(job_id=ping, type=PROGRESS))
+        await asyncio.sleep(0.05)
     for i in range(3):
         await bus.append(JobEvent(job_id=a, type=PROGRESS, progress=float(i)))
     await asyncio.wait_for(task, 5)
@@ -110,10 +121,13 @@ async def test_errors_are_sent_trailers_only(sqlite_db, bus, litestar_app_url, m
     r, _ = await call(litestar_app_url, "Nope", events_pb2.StreamRequest(job_id=job_id()))
     assert r.headers["grpc-status"] == "12"  # UNIMPLEMENTED
     async with httpx.AsyncClient() as client:
-        bad = await client.post(litestar_app_url + PATH + "StreamJobs", content=b"x", headers={"content-type": "text/plain"})
+        bad = await client.post(
+            litestar_app_url + PATH + "StreamJobs", content=b"x", headers={"content-type": "text/plain"}
+        )
         assert bad.status_code == 415
         trunc = await client.post(
-            litestar_app_url + PATH + "StreamJobs", content=b"\x00\x00\x00\x00\x09ab",
+            litestar_app_url + PATH + "StreamJobs",
+            content=b"\x00\x00\x00\x00\x09ab",
             headers={"content-type": "application/grpc-web+proto"},
         )
         assert trunc.headers["grpc-status"] == "3"
@@ -125,7 +139,10 @@ async def test_errors_are_sent_trailers_only(sqlite_db, bus, litestar_app_url, m
     r, frames = await call(litestar_app_url, "StreamChunkPipeline", events_pb2.StreamRequest(job_id=j))
     assert r.headers["grpc-status"] == "16" and frames == []  # UNAUTHENTICATED
     r, frames = await call(
-        litestar_app_url, "StreamChunkPipeline", events_pb2.StreamRequest(job_id=j), headers={"authorization": "Bearer tok"}
+        litestar_app_url,
+        "StreamChunkPipeline",
+        events_pb2.StreamRequest(job_id=j),
+        headers={"authorization": "Bearer tok"},
     )
     assert [flag for _, flag, _ in frames] == [0, 0x80]
 

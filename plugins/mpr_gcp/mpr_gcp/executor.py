@@ -25,7 +25,6 @@ from mpr import jobs
 from mpr.errors import ExecutorError, InvalidTransition, MprError
 from mpr.models import FINAL_STATUSES, JobStatus
 from mpr.presets import SOURCE_CONTAINER, Preset
-
 from mpr_gcp.settings import GcpSettings, get_gcp_settings
 from mpr_gcp.spec import TaskSpec
 
@@ -169,15 +168,20 @@ class GcpExecutor:
         try:
             operation = await asyncio.to_thread(self.jobs_client.run_job, request=request, timeout=API_TIMEOUT)
         except Exception as exc:  # google.api_core errors, transport errors, bad credentials
-            raise ExecutorError(f"Cloud Run refused to run {self.gcp.job} for job {job.id}: {_api_message(exc)}") from exc
+            raise ExecutorError(
+                f"Cloud Run refused to run {self.gcp.job} for job {job.id}: {_api_message(exc)}"
+            ) from exc
         name = operation.metadata.name if operation.metadata is not None else ""
         if not name:
             raise ExecutorError(f"Cloud Run returned no execution for job {job.id}")
         log.info("job %s: Cloud Run execution %s with %d task(s)", job.id, name, spec.task_count)
         try:
             await jobs.transition(
-                job.id, JobStatus.PROCESSING, allowed_from=frozenset({JobStatus.PENDING}),
-                external_id=name, message=f"Cloud Run execution {name.rsplit('/', 1)[-1]} ({spec.task_count} tasks)",
+                job.id,
+                JobStatus.PROCESSING,
+                allowed_from=frozenset({JobStatus.PENDING}),
+                external_id=name,
+                message=f"Cloud Run execution {name.rsplit('/', 1)[-1]} ({spec.task_count} tasks)",
             )
         except InvalidTransition:
             current = await jobs.get_job(job.id)

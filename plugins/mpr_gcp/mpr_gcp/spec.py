@@ -70,7 +70,8 @@ class TaskSpec:
         """Short hash of what the chunks depend on: a retry reuses chunks only from the same plan and preset."""
         data = json.dumps(
             [self.source_key, self.preset, [[c.start, c.end, c.frames] for c in self.chunks]],
-            sort_keys=True, separators=(",", ":"),
+            sort_keys=True,
+            separators=(",", ":"),
         )
         return hashlib.sha256(data.encode()).hexdigest()[:12]
 

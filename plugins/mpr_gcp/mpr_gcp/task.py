@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -41,7 +40,6 @@ from mpr.errors import ConfigError, FFmpegError, MprError, NotFound
 from mpr.presets import Preset
 from mpr.settings import Settings, get_settings
 from mpr.storage import Storage, media_in, media_out
-
 from mpr_gcp.spec import TaskSpec
 
 log = logging.getLogger("mpr_gcp.task")
@@ -133,8 +131,9 @@ class TaskRunner:
         with self.src.local_copy(self.spec.source_key) as source, tempfile.TemporaryDirectory() as tmp:
             part = encode_chunk(source, chunk, self.preset, Path(tmp) / f"chunk.{self.ext}")
             self.out.put(key, part)
-        log.info("chunk %d (%.3f-%.3f s, %d frames) stored as %s", chunk.index, chunk.start, chunk.end,
-                 chunk.frames, key)
+        log.info(
+            "chunk %d (%.3f-%.3f s, %d frames) stored as %s", chunk.index, chunk.start, chunk.end, chunk.frames, key
+        )
 
     def run_concat(self) -> None:
         """Encode the audio once, wait for every chunk, concatenate, store the output, call back."""
@@ -160,7 +159,10 @@ class TaskRunner:
             parts = self.wait_for_chunks(tmp)
             output = tmp / f"output.{self.ext}"
             concat(
-                parts, audio, output, self.preset,
+                parts,
+                audio,
+                output,
+                self.preset,
                 durations=[c.duration for c in spec.chunks],
                 video_start=spec.video_start,
                 total=spec.chunks[-1].end,
@@ -255,14 +257,18 @@ class TaskRunner:
             )
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
-                    log.info("callback %s answered %s: %s", payload["status"], response.status,
-                             response.read(500).decode(errors="replace"))
+                    log.info(
+                        "callback %s answered %s: %s",
+                        payload["status"],
+                        response.status,
+                        response.read(500).decode(errors="replace"),
+                    )
                     return
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}: {exc.read(500).decode(errors='replace')}"
                 if exc.code < 500:
                     raise MprError(f"callback to {self.spec.callback_url} was refused: {last}") from None
-            except (urllib.error.URLError, OSError, socket.timeout) as exc:
+            except (TimeoutError, urllib.error.URLError, OSError) as exc:
                 last = str(getattr(exc, "reason", exc))
             time.sleep(min(2**attempt, 10))
         raise MprError(f"callback to {self.spec.callback_url} failed after {CALLBACK_TRIES} tries: {last}")
@@ -280,7 +286,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
     """Run this Cloud Run task; return the process exit code."""
     env = os.environ if env is None else env
     logging.basicConfig(
-        level=env.get("MPR_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
+        level=env.get("MPR_LOG_LEVEL", "INFO").upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     signal.signal(signal.SIGTERM, _on_sigterm)

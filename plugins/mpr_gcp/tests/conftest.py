@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 import pytest
 from mpr_storage_s3.testing import moto_server, s3_bucket  # noqa: F401
@@ -124,10 +125,10 @@ class CallbackRecorder:
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format, *args):  # noqa: A002
+            def log_message(self, format, *args):
                 pass
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items() if k.lower().startswith(("x-mpr", "content-type"))}
                 request = urllib.request.Request(recorder.target + self.path, data=body, headers=headers, method="POST")
@@ -151,7 +152,7 @@ class CallbackRecorder:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> CallbackRecorder:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 

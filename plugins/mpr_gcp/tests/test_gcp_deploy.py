@@ -37,8 +37,13 @@ def render(text: str, **values: str) -> str:
 
 
 def job_yaml(**values: str) -> dict:
-    defaults = {"JOB": "mpr-transcode", "REGION": "europe-west1", "PROJECT_ID": "proj", "PARALLELISM": "10",
-                "IMAGE": "europe-west1-docker.pkg.dev/proj/mpr/mpr-task:latest"}
+    defaults = {
+        "JOB": "mpr-transcode",
+        "REGION": "europe-west1",
+        "PROJECT_ID": "proj",
+        "PARALLELISM": "10",
+        "IMAGE": "europe-west1-docker.pkg.dev/proj/mpr/mpr-task:latest",
+    }
     return yaml.safe_load(render((GCP / "job.yaml").read_text(), **{**defaults, **values}))
 
 
@@ -73,12 +78,26 @@ def test_task_image_installs_core_s3_and_gcp_and_runs_the_task_unprivileged():
     assert "ffmpeg" in text and "USER mpr" in text
     assert 'ENTRYPOINT ["python", "-m", "mpr_gcp.task"]' in text
     assert re.search(r"pip install .* \. plugins/mpr_storage_s3 plugins/mpr_gcp", text)
-    for source in re.findall(r"^COPY (\S+)", text, flags=re.M):
+    for source in re.findall(r"^COPY (\S+)", text, flags=re.MULTILINE):
         assert (ROOT / source).exists(), source
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="setup.sh needs openssl")
 def test_setup_sh_runs_end_to_end_against_a_stand_in_gcloud(tmp_path):
+    # a copy of deploy/gcp in a minimal repository tree, so the build-context step has files to pack
+    repo = tmp_path / "repo"
+    shutil.copytree(GCP, repo / "deploy" / "gcp")
+    for name in (
+        "pyproject.toml",
+        "README.md",
+        "mpr/__init__.py",
+        "mpr/tests/skip.py",
+        "plugins/mpr_storage_s3/pyproject.toml",
+        "plugins/mpr_gcp/pyproject.toml",
+        ".venv/bin/python",
+    ):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     gcloud = bin_dir / "gcloud"
@@ -86,11 +105,23 @@ def test_setup_sh_runs_end_to_end_against_a_stand_in_gcloud(tmp_path):
     gcloud.chmod(0o755)
     log = tmp_path / "gcloud.log"
     env = {
-        "PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), "GCLOUD_LOG": str(log),
-        "GCLOUD_DIR": str(tmp_path), "PROJECT_ID": "proj", "REGION": "europe-west1", "BUCKET": "proj-media",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "GCLOUD_LOG": str(log),
+        "GCLOUD_DIR": str(tmp_path),
+        "PROJECT_ID": "proj",
+        "REGION": "europe-west1",
+        "BUCKET": "proj-media",
         "MPR_PUBLIC_URL": "https://mpr.example.com",
     }
-    result = subprocess.run(["bash", str(GCP / "setup.sh")], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(repo / "deploy" / "gcp" / "setup.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     calls = log.read_text().splitlines()
 
@@ -110,13 +141,16 @@ def test_setup_sh_runs_end_to_end_against_a_stand_in_gcloud(tmp_path):
     (role,) = called("iam roles create mprJobDispatcher")
     perms = set(re.search(r"--permissions=(\S+)", role).group(1).split(","))
     assert perms == {"run.jobs.run", "run.jobs.runWithOverrides", "run.executions.get", "run.executions.cancel"}
-    assert called("run jobs add-iam-policy-binding mpr-transcode --region=europe-west1 "
-                  "--member=serviceAccount:mpr-api@proj.iam.gserviceaccount.com")
+    assert called(
+        "run jobs add-iam-policy-binding mpr-transcode --region=europe-west1 "
+        "--member=serviceAccount:mpr-api@proj.iam.gserviceaccount.com"
+    )
     context = (tmp_path / "context.txt").read_text()
-    assert "Dockerfile" in context and "mpr_gcp" in context and ".venv" not in context
+    assert "Dockerfile" in context and "mpr_gcp" in context and "README.md" in context
+    assert ".venv" not in context and "skip.py" not in context  # only what the image needs
     applied = yaml.safe_load((tmp_path / "job.applied.yaml").read_text())
     assert applied["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "europe-west1-docker.pkg.dev/proj/mpr/mpr-task:latest"
     )
     assert "MPR_GCP_JOB=projects/proj/locations/europe-west1/jobs/mpr-transcode" in result.stdout
-    assert not (GCP / "job.rendered.yaml").exists()  # the rendered copy is removed
+    assert not (repo / "deploy" / "gcp" / "job.rendered.yaml").exists()  # the rendered copy is removed

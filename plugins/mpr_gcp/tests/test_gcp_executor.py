@@ -33,8 +33,14 @@ def audio_seconds(path: Path) -> float:
         return float(stream.duration * stream.time_base)
 
 
-async def seed_job(clip: Path, *, preset: Preset = FAST, chunked: bool = True, output: str = "clip-gcp.mp4",
-                   trim: tuple[float | None, float | None] = (None, None)) -> TranscodeJob:
+async def seed_job(
+    clip: Path,
+    *,
+    preset: Preset = FAST,
+    chunked: bool = True,
+    output: str = "clip-gcp.mp4",
+    trim: tuple[float | None, float | None] = (None, None),
+) -> TranscodeJob:
     """The asset, preset and job rows createJob would make, with the clip uploaded to MEDIA_IN."""
     from mpr.storage import media_in
 
@@ -44,9 +50,16 @@ async def seed_job(clip: Path, *, preset: Preset = FAST, chunked: bool = True, o
     )
     row = await TranscodePreset.get_or_none(name=preset.name) or await TranscodePreset.create(**preset.to_dict())
     return await TranscodeJob.create(
-        source_asset=asset, source_path="clip.mp4", preset=row, preset_snapshot=preset.to_dict(),
-        output_path=output, executor="gcp", chunked=chunked, chunk_seconds=1.0,
-        trim_start=trim[0], trim_end=trim[1],
+        source_asset=asset,
+        source_path="clip.mp4",
+        preset=row,
+        preset_snapshot=preset.to_dict(),
+        output_path=output,
+        executor="gcp",
+        chunked=chunked,
+        chunk_seconds=1.0,
+        trim_start=trim[0],
+        trim_end=trim[1],
     )
 
 
@@ -97,6 +110,7 @@ async def test_chunked_job_runs_one_task_per_chunk_and_completes_frame_exact(mpr
     assert done.status == JobStatus.COMPLETED, (done.error, cloud_run.task_log(name))
     assert execution.to_json()["succeededCount"] == 4
     assert max(len(t.exit_codes) for t in execution.tasks) == 1  # no retries were needed
+    assert execution.peak_running == 2  # the job's parallelism
     assert done.output_size and done.output_size > 0
     assert await executor.poll(done) == JobStatus.COMPLETED
 
@@ -212,7 +226,8 @@ async def test_create_job_through_graphql_runs_on_cloud_run(mpr_app, cloud_run, 
         """mutation($a: ID!, $p: ID!) {
              createJob(input: {sourceAssetId: $a, presetId: $p, chunked: true, chunkSeconds: 1}) {
                id status executor externalId } }""",
-        a=asset["id"], p=preset_id,
+        a=asset["id"],
+        p=preset_id,
     )
     job = created["createJob"]
     assert job["executor"] == "gcp" and job["externalId"].startswith(JOB + "/executions/")
@@ -220,8 +235,9 @@ async def test_create_job_through_graphql_runs_on_cloud_run(mpr_app, cloud_run, 
 
     deadline = time.monotonic() + 120
     while True:
-        got = await graphql(mpr_app, "query($id: ID!) { job(id: $id) { status error output { path size } } }",
-                            id=job["id"])
+        got = await graphql(
+            mpr_app, "query($id: ID!) { job(id: $id) { status error output { path size } } }", id=job["id"]
+        )
         if got["job"]["status"] in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.3)
@@ -234,9 +250,11 @@ async def test_create_job_through_graphql_runs_on_cloud_run(mpr_app, cloud_run, 
 async def test_retry_after_a_failed_chunk_reruns_only_that_chunk(mpr_app, cloud_run, gcs, gop_clip, tmp_path):
     from mpr import service
 
-    cloud_run.env["MPR_FFMPEG"] = str(ffmpeg_wrapper(
-        tmp_path / "ffmpeg-breaks-task-2", '[ "$CLOUD_RUN_TASK_INDEX" = "2" ] && { echo "broken" >&2; exit 1; }'
-    ))
+    cloud_run.env["MPR_FFMPEG"] = str(
+        ffmpeg_wrapper(
+            tmp_path / "ffmpeg-breaks-task-2", '[ "$CLOUD_RUN_TASK_INDEX" = "2" ] && { echo "broken" >&2; exit 1; }'
+        )
+    )
     job = await seed_job(gop_clip)
     await service._submit(job)
     assert (await wait_final(job.id)).status == JobStatus.FAILED

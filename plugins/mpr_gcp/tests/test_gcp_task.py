@@ -31,10 +31,10 @@ def receiver():
     got: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             pass
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             callbacks.verify(dict(self.headers), body, SECRET)
             got.append(json.loads(body))
@@ -51,8 +51,13 @@ def receiver():
 
 
 def _env(gcs, spec, index: int, attempt: int) -> dict[str, str]:
-    return {**spec.to_env(), "CLOUD_RUN_TASK_INDEX": str(index), "CLOUD_RUN_TASK_COUNT": str(spec.task_count),
-            "CLOUD_RUN_TASK_ATTEMPT": str(attempt), "CLOUD_RUN_EXECUTION": "mpr-transcode-abcde"}
+    return {
+        **spec.to_env(),
+        "CLOUD_RUN_TASK_INDEX": str(index),
+        "CLOUD_RUN_TASK_COUNT": str(spec.task_count),
+        "CLOUD_RUN_TASK_ATTEMPT": str(attempt),
+        "CLOUD_RUN_EXECUTION": "mpr-transcode-abcde",
+    }
 
 
 @pytest.fixture
@@ -63,8 +68,13 @@ def spec(gcs, gop_clip, receiver):
 
     media_in().put("clip.mp4", gop_clip)
     return TaskSpec(
-        job_id="j1", source_key="clip.mp4", output_key="clip-out.mp4", preset=FAST.to_dict(),
-        callback_url=receiver[0], chunks=tuple(plan_chunks(gop_clip, 1.0)), max_retries=2,
+        job_id="j1",
+        source_key="clip.mp4",
+        output_key="clip-out.mp4",
+        preset=FAST.to_dict(),
+        callback_url=receiver[0],
+        chunks=tuple(plan_chunks(gop_clip, 1.0)),
+        max_retries=2,
         media={"MEDIA_IN": f"gs://{gcs.bucket}/in", "MEDIA_OUT": f"gs://{gcs.bucket}/out"},
     )
 

@@ -18,8 +18,14 @@ pytestmark = pytest.mark.timeout(120)
 def test_settings_read_the_job_endpoint_and_retries():
     from mpr_gcp.settings import GcpSettings
 
-    s = GcpSettings.from_env({"MPR_GCP_JOB": JOB, "MPR_GCP_API_ENDPOINT": "http://127.0.0.1:8123/",
-                              "MPR_GCP_MAX_RETRIES": "2", "MPR_GCP_TASK_TIMEOUT": "900"})
+    s = GcpSettings.from_env(
+        {
+            "MPR_GCP_JOB": JOB,
+            "MPR_GCP_API_ENDPOINT": "http://127.0.0.1:8123/",
+            "MPR_GCP_MAX_RETRIES": "2",
+            "MPR_GCP_TASK_TIMEOUT": "900",
+        }
+    )
     assert s.job == JOB and s.location == "projects/mpr-test/locations/europe-west1"
     assert s.api_endpoint == "http://127.0.0.1:8123" and s.endpoint_is_local
     assert s.max_retries == 2 and s.task_timeout == 900
@@ -50,9 +56,15 @@ def test_task_spec_round_trips_through_the_environment():
 
     chunks = (Chunk(0, 0.0, 1.04, 26), Chunk(1, 1.04, 2.5, 36))
     spec = TaskSpec(
-        job_id="0b7e", source_key="shows/a b.mp4", output_key="a b-h264.mp4", preset=FAST.to_dict(),
-        callback_url="https://mpr.example/api/jobs/0b7e/callback", chunks=chunks, video_start=0.023,
-        max_retries=2, media={"MEDIA_IN": "gs://b/in", "MEDIA_OUT": "gs://b/out"},
+        job_id="0b7e",
+        source_key="shows/a b.mp4",
+        output_key="a b-h264.mp4",
+        preset=FAST.to_dict(),
+        callback_url="https://mpr.example/api/jobs/0b7e/callback",
+        chunks=chunks,
+        video_start=0.023,
+        max_retries=2,
+        media={"MEDIA_IN": "gs://b/in", "MEDIA_OUT": "gs://b/out"},
     )
     env = spec.to_env()
     assert all(isinstance(v, str) for v in env.values())
@@ -84,8 +96,14 @@ def test_run_request_sets_task_count_env_container_and_timeout():
 
     gcp = GcpSettings(job=JOB, container="mpr-task", task_timeout=1200)
     executor = GcpExecutor(Settings(), gcp)
-    spec = TaskSpec(job_id="j1", source_key="a.mp4", output_key="b.mp4", preset=FAST.to_dict(),
-                    callback_url="http://x/cb", chunks=(Chunk(0, 0, 1, 25), Chunk(1, 1, 2, 25)))
+    spec = TaskSpec(
+        job_id="j1",
+        source_key="a.mp4",
+        output_key="b.mp4",
+        preset=FAST.to_dict(),
+        callback_url="http://x/cb",
+        chunks=(Chunk(0, 0, 1, 25), Chunk(1, 1, 2, 25)),
+    )
     request = executor.run_request(spec)
     assert request.name == JOB
     assert request.overrides.task_count == 3
@@ -108,8 +126,9 @@ def test_gcp_executor_is_registered_by_the_plugin(media):
 
 async def _job(tmp_path) -> TranscodeJob:
     asset = await MediaAsset.create(path="a.mp4", filename="a.mp4", kind="video", status="ready")
-    return await TranscodeJob.create(source_asset=asset, source_path="a.mp4", preset_snapshot=FAST.to_dict(),
-                                     output_path="a-out.mp4", executor="gcp")
+    return await TranscodeJob.create(
+        source_asset=asset, source_path="a.mp4", preset_snapshot=FAST.to_dict(), output_path="a-out.mp4", executor="gcp"
+    )
 
 
 async def test_submit_without_a_configured_job_is_a_clear_error(sqlite_db, monkeypatch, tmp_path):
@@ -160,8 +179,9 @@ async def test_poll_fails_a_job_whose_execution_ended_without_a_callback(db, clo
     job = await _job(None)
     executor = GcpExecutor(get_settings(), dataclasses.replace(GcpSettings.from_env(), callback_grace=0.0))
     await jobs.transition(job.id, JobStatus.PROCESSING)
-    op = await asyncio.to_thread(executor.jobs_client.run_job, request=executor.run_request(
-        executor.task_spec(job, [])))
+    op = await asyncio.to_thread(
+        executor.jobs_client.run_job, request=executor.run_request(executor.task_spec(job, []))
+    )
     name = op.metadata.name
     await TranscodeJob.filter(id=job.id).update(external_id=name)
     job = await TranscodeJob.get(id=job.id)

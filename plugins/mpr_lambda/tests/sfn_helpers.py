@@ -27,12 +27,14 @@ def _zip() -> bytes:
     return buf.getvalue()
 
 
-def deploy(server: Any, definition: dict, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+def deploy(server: Any, definition: dict, *, skip: tuple[str, ...] = (), execute: bool = True) -> dict[str, str]:
     """Create the Lambdas (docker-free) and the state machine; return {"arn": ..., <placeholder>: fn arn}.
 
-    ``skip`` names placeholders whose function is not created (to make that step fail).
+    ``skip`` names placeholders whose function is not created. ``execute=False``: moto only
+    records executions (RUNNING until stopped) instead of interpreting them; the setting picks
+    a different moto backend, so it must be made before the state machine is created.
     """
-    server.configure(MOTO_CONFIG)
+    server.configure({**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": execute}})
     suffix = uuid.uuid4().hex[:8]
     iam = server.client("iam")
     role = iam.create_role(

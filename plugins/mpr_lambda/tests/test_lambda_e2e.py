@@ -10,7 +10,6 @@ execution RUNNING (execute_state_machine off) so StopExecution by cancel is obse
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import sys
 import uuid
@@ -32,8 +31,8 @@ SECRET = "e2e-callback-secret"
 
 PRESET = """mutation { createPreset(input: {name: "lambda-e2e", container: "mp4", videoCodec: "libx264",
   crf: 30, speedPreset: "ultrafast", audioCodec: "aac", audioBitrate: "96k"}) { id } }"""
-CREATE = """mutation($asset: ID!, $preset: ID) { createJob(input: {sourceAssetId: $asset, presetId: $preset,
-  chunked: true, chunkSeconds: 1}) { id status executor externalId outputPath } }"""
+CREATE = """mutation($asset: ID!, $preset: ID, $seconds: Float) { createJob(input: {sourceAssetId: $asset,
+  presetId: $preset, chunked: true, chunkSeconds: $seconds}) { id status executor externalId outputPath } }"""
 JOB = "query($id: ID!) { job(id: $id) { status error progress outputPath externalId } }"
 
 
@@ -80,9 +79,8 @@ async def stack(moto_server, s3_bucket, sqlite_db, monkeypatch, gop_clip, asl):
 
     from mpr.api.app import create_app
 
-    arns = await asyncio.to_thread(deploy, moto_server, asl)
     # the handlers really run here: moto only records the execution (RUNNING until stopped)
-    await asyncio.to_thread(moto_server.configure, {"stepfunctions": {"execute_state_machine": False}})
+    arns = await asyncio.to_thread(lambda: deploy(moto_server, asl, execute=False))
     port = free_port()
     env = {
         "MPR_EXECUTOR": "lambda",
@@ -118,14 +116,14 @@ async def stack(moto_server, s3_bucket, sqlite_db, monkeypatch, gop_clip, asl):
         await asyncio.wait_for(task, 30)
 
 
-async def submit(stack: Stack) -> tuple[dict, dict]:
+async def submit(stack: Stack, chunk_seconds: float = 1.0) -> tuple[dict, dict]:
     scanned = await stack.gql("mutation { scanMediaFolder { found registered } }")
     assert scanned["scanMediaFolder"]["registered"] == 1
     assets = await stack.gql("{ assets { id path status } }")
     asset = next(a for a in assets["assets"] if a["path"] == "shows/clip.mp4")
     assert asset["status"] == "ready"
     preset = (await stack.gql(PRESET))["createPreset"]["id"]
-    job = (await stack.gql(CREATE, asset=asset["id"], preset=preset))["createJob"]
+    job = (await stack.gql(CREATE, asset=asset["id"], preset=preset, seconds=chunk_seconds))["createJob"]
     assert job["executor"] == "lambda" and job["status"] == "processing", job
     assert job["externalId"].startswith("arn:aws:states:")
     return job, await asyncio.to_thread(stack.execution_input, job["externalId"])
@@ -160,7 +158,7 @@ async def test_create_job_runs_on_lambda_and_completes_by_signed_callback(stack,
 
 
 async def test_missing_source_object_fails_the_job_with_a_clear_error(stack, asl) -> None:
-    job, data = await submit(stack)
+    job, data = await submit(stack, chunk_seconds=3.0)
     await asyncio.to_thread(stack.s3.delete_object, Bucket=stack.bucket, Key="in/shows/clip.mp4")
     run = await asyncio.to_thread(stack.player(job["externalId"], asl).run, data, job["externalId"])
     assert run.status == "FAILED" and run.error == "MPR.JobFailed"
@@ -176,8 +174,9 @@ async def test_ffmpeg_error_in_one_chunk_fails_the_job_with_the_ffmpeg_message(s
     real = handler.encode_video_chunk
 
     def broken_for_chunk_1(source, chunk, preset, out, **kw):
-        if chunk.index == 1:  # a real ffmpeg failure: libx264 refuses crf 99
-            preset = dataclasses.replace(preset, crf=99)
+        if chunk.index == 1:  # a real ffmpeg failure: this Lambda's copy of the source is corrupt
+            source = Path(out).with_name("corrupt.mp4")
+            source.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)
         return real(source, chunk, preset, out, **kw)
 
     monkeypatch.setattr(handler, "encode_video_chunk", broken_for_chunk_1)
@@ -188,13 +187,13 @@ async def test_ffmpeg_error_in_one_chunk_fails_the_job_with_the_ffmpeg_message(s
     final = await stack.job(job["id"])
     assert final["status"] == "failed"
     assert "encode chunk 1 (1.000-2.000 s) failed" in final["error"]
-    assert "crf" in final["error"].lower()  # ffmpeg's own words reach the user
+    assert "ffmpeg" in final["error"].lower()  # ffmpeg's own words reach the user
 
 
 async def test_callback_with_bad_signature_is_rejected_and_the_job_is_not_completed(
     stack, asl, monkeypatch
 ) -> None:
-    job, data = await submit(stack)
+    job, data = await submit(stack, chunk_seconds=3.0)  # one chunk: quick to reach the callback
     monkeypatch.setenv("MPR_CALLBACK_SECRET", "not-the-secret")  # the Lambdas' secret is wrong
     run = await asyncio.to_thread(stack.player(job["externalId"], asl).run, data, job["externalId"])
     assert run.status == "FAILED"
@@ -209,7 +208,7 @@ async def test_callback_with_bad_signature_is_rejected_and_the_job_is_not_comple
 async def test_cancel_stops_the_execution_and_a_late_callback_is_ignored(stack, asl) -> None:
     from mpr_lambda import handler
 
-    job, data = await submit(stack)
+    job, data = await submit(stack, chunk_seconds=3.0)
     cancelled = await stack.gql("mutation($id: ID!) { cancelJob(id: $id) { status } }", id=job["id"])
     assert cancelled["cancelJob"]["status"] == "cancelled"
     described = await asyncio.to_thread(stack.sfn.describe_execution, executionArn=job["externalId"])

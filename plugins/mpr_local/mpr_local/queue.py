@@ -22,7 +22,7 @@ from mpr_local.settings import LocalSettings
 if TYPE_CHECKING:
     from mpr.settings import Settings
 
-TASK_NAME = "mpr_local.run_job"
+TASK_NAME = "run_job"
 Runner = Callable[..., None]
 
 
@@ -75,6 +75,18 @@ class JobQueue:
     def pending(self) -> int:
         """Number of tasks waiting in the queue."""
         return self.huey.pending_count()
+
+    def queued_job_ids(self) -> set[str]:
+        """Job ids of the ``run_job`` tasks waiting in the queue (reads the whole queue)."""
+        ids = set()
+        for data in self.huey.storage.enqueued_items():
+            try:
+                task = self.huey.deserialize_task(data)
+            except Exception:  # noqa: BLE001, S112 - a task of another app or version: not ours to judge
+                continue
+            if isinstance(task, self.task.task_class) and task.args:
+                ids.add(str(task.args[0]))
+        return ids
 
     def close(self) -> None:
         """Release the storage connections."""

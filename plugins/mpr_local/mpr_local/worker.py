@@ -274,12 +274,43 @@ async def _remove_output(job_id: uuid.UUID, key: str) -> None:
         log.warning("could not remove partial output %s: %s", key, exc)
 
 
-class Reaper:
-    """Runs :func:`reap` at start and then every ``interval`` seconds in a thread."""
+async def requeue_lost(settings: Settings, queue: JobQueue) -> list[str]:
+    """Enqueue again local PENDING jobs waiting longer than the heartbeat timeout with no task in the queue.
 
-    def __init__(self, settings: Settings, interval: float) -> None:
+    huey removes a task from the queue when a worker takes it; a worker
+    killed between taking it and marking the job PROCESSING (milliseconds)
+    loses it. A duplicate task is harmless: the state machine lets only one
+    run start.
+    """
+    import asyncio
+
+    from mpr.jobs import now
+    from mpr.models import JobStatus, TranscodeJob
+
+    cutoff = now() - dt.timedelta(seconds=settings.heartbeat_timeout)
+    waiting = await TranscodeJob.filter(status=JobStatus.PENDING, executor=EXECUTOR_NAME, updated_at__lt=cutoff).values(
+        "id", "priority"
+    )
+    if not waiting:
+        return []
+    queued = await asyncio.to_thread(queue.queued_job_ids)
+    requeued = []
+    for row in waiting:
+        job_id = str(row["id"])
+        if job_id not in queued:
+            await asyncio.to_thread(queue.enqueue, job_id, row["priority"])
+            requeued.append(job_id)
+            log.warning("job %s was pending with no queued task (a worker died taking it); queued again", job_id)
+    return requeued
+
+
+class Reaper:
+    """Runs :func:`reap` and :func:`requeue_lost` at start and then every ``interval`` seconds in a thread."""
+
+    def __init__(self, settings: Settings, interval: float, queue: JobQueue | None = None) -> None:
         self.settings = settings
         self.interval = interval
+        self.queue = queue
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mpr-reaper", daemon=True)
 
@@ -292,10 +323,13 @@ class Reaper:
         self._thread.join(timeout=10)
 
     def run_once(self) -> list[str]:
-        """One reaper pass (from a plain thread)."""
+        """One reaper pass (from a plain thread); returns the ids of the jobs failed or queued again."""
         from mpr.db import run_sync
 
-        return run_sync(reap(self.settings), timeout=60)
+        changed = run_sync(reap(self.settings), timeout=60)
+        if self.queue is not None:
+            changed += run_sync(requeue_lost(self.settings, self.queue), timeout=60)
+        return changed
 
     def _loop(self) -> None:
         while True:
@@ -353,7 +387,7 @@ class WorkerHandle:
         self.settings = settings
         self.queue = queue or get_queue(settings, local)
         self.consumer = WorkerConsumer(self.queue, settings, local)
-        self.reaper = Reaper(settings, local.reaper_every(settings.heartbeat_timeout))
+        self.reaper = Reaper(settings, local.reaper_every(settings.heartbeat_timeout), self.queue)
 
     def describe(self) -> str:
         """One line for the start-up log."""
@@ -394,10 +428,15 @@ def start_embedded_worker(settings: Settings) -> WorkerHandle:
 def run_worker(settings: Settings) -> None:
     """``mpr worker``: open the database, load plugins (event sinks), run a worker in the foreground."""
     from mpr.db import close_portal, get_portal
+    from mpr.errors import ConfigError
     from mpr.plugins import load_plugins
 
     load_plugins(settings)
-    get_portal(settings)
+    try:
+        get_portal(settings)
+    except Exception as exc:
+        url = settings.database_url.split("@")[-1]  # no credentials in the message
+        raise ConfigError(f"cannot open the database ({url}) set by MPR_DATABASE_URL: {exc}") from exc
     try:
         WorkerHandle(settings).run()
     finally:

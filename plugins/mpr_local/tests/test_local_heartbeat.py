@@ -95,3 +95,24 @@ async def test_heartbeat_sets_cancel_event_within_a_second_of_cancel(db, queue_k
     finally:
         await asyncio.to_thread(consumer.stop, True)
         queue.close()
+
+
+async def test_pending_job_whose_task_was_lost_is_queued_again_and_runs(db, queue_kind, media, monkeypatch):
+    from mpr_local.queue import get_queue
+    from mpr_local.worker import requeue_lost
+
+    monkeypatch.setenv("MPR_HEARTBEAT_TIMEOUT", "5")
+    get_settings.cache_clear()
+    settings = get_settings()
+    queue = get_queue(settings)
+    old = now() - dt.timedelta(seconds=30)
+    lost, waiting, young = await make_job(priority=3), await make_job(), await make_job()
+    await TranscodeJob.filter(id__in=[lost.id, waiting.id]).update(updated_at=old)
+    await asyncio.to_thread(queue.enqueue, str(waiting.id), 0)  # still queued: left alone
+    # ``young`` has no task either, but it has not waited longer than the timeout
+
+    assert await requeue_lost(settings, queue) == [str(lost.id)]
+    assert await asyncio.to_thread(queue.queued_job_ids) == {str(lost.id), str(waiting.id)}
+    assert await requeue_lost(settings, queue) == []
+    assert queue.pending() == 2
+    assert str(young.id) not in await asyncio.to_thread(queue.queued_job_ids)

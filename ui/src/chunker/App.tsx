@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useId, useRef, useState } from "react";
 import { Empty, ErrorBanner, Header, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
-import { createJob, getJob, listAssets, listJobs, listPresets } from "../lib/api";
+import { createJob, defaultPreset, getJob, listAssets, listJobs, listPresets } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
 import { bytes, eta, speed } from "../lib/format";
 import { eventsClient, followStream, type StreamStats } from "../lib/stream";
@@ -41,7 +41,7 @@ function StartForm({ onError }: { onError(message: string): void }) {
         setPresets(p);
         setRecent(j.filter((x) => x.chunked).slice(0, 10));
         if (videos[0]) setAssetId(videos[0].id);
-        const preferred = p.find((x) => x.videoCodec && x.videoCodec !== "copy") ?? p[0];
+        const preferred = defaultPreset(p.filter((x) => x.videoCodec && x.videoCodec !== "copy"));
         if (preferred) setPresetId(preferred.id);
       })
       .catch((err) => onError(errorMessage(err)))
@@ -216,6 +216,7 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
   const status = state.sequences.length ? state.status : job?.status ?? "pending";
   const progress = status === "completed" ? 100 : state.sequences.length ? state.progress : job?.progress ?? 0;
   const final = FINAL.has(status);
+  const sourceFps = job?.sourceAsset?.fps ?? 0;
   return (
     <div className="pipeline" data-job-id={jobId} data-status={status}>
       <section className="panel summary" aria-labelledby="job-title">
@@ -236,7 +237,9 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
           </div>
           <div>
             <dt>fps</dt>
-            <dd>{state.fps ? state.fps.toFixed(0) : "–"}</dd>
+            <dd title={state.fps ? undefined : "encoding speed × source frame rate"}>
+              {state.fps ? state.fps.toFixed(0) : sourceFps && state.speed ? `≈${(state.speed * sourceFps).toFixed(0)}` : "–"}
+            </dd>
           </div>
           <div>
             <dt>Speed</dt>
@@ -246,21 +249,19 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
             <dt>ETA</dt>
             <dd>{final ? "–" : eta(state.eta)}</dd>
           </div>
-          <div>
-            <dt>Events</dt>
-            <dd
-              data-testid="stream-stats"
-              data-received={stats?.received ?? 0}
-              data-last-seq={stats?.lastSequence ?? 0}
-              data-reconnects={stats?.reconnects ?? 0}
-              data-gaps={stats?.gaps ?? 0}
-              data-duplicates={stats?.duplicates ?? 0}
-            >
-              {stats?.received ?? 0} (last #{stats?.lastSequence ?? 0}) · reconnects {stats?.reconnects ?? 0} · gaps{" "}
-              {stats?.gaps ?? 0}
-            </dd>
-          </div>
         </dl>
+        <p
+          className="streamstats"
+          data-testid="stream-stats"
+          data-received={stats?.received ?? 0}
+          data-last-seq={stats?.lastSequence ?? 0}
+          data-reconnects={stats?.reconnects ?? 0}
+          data-gaps={stats?.gaps ?? 0}
+          data-duplicates={stats?.duplicates ?? 0}
+        >
+          {stats?.received ?? 0} events (last #{stats?.lastSequence ?? 0}) · reconnects {stats?.reconnects ?? 0} · gaps{" "}
+          {stats?.gaps ?? 0} · duplicates dropped {stats?.duplicates ?? 0}
+        </p>
         {job?.error && status === "failed" && <p className="error-text">{job.error}</p>}
         {stats?.error && stats.state === "reconnecting" && (
           <p className="muted" role="status">
@@ -278,7 +279,7 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
             <span className="muted">{bytes(job.output.size)}</span>
           </p>
         )}
-        <Sparkline state={state} />
+        <Sparkline state={state} sourceFps={sourceFps} />
       </section>
       <section className="panel" aria-labelledby="chunks-title">
         <h2 id="chunks-title">Chunks</h2>

@@ -89,23 +89,32 @@ function polyline(samples: Sample[], key: "fps" | "speed", w: number, h: number)
 }
 
 /** fps and speed over time (job-level samples, else per-chunk ones). */
-export function Sparkline({ state }: { state: PipelineState }) {
-  const samples = state.jobSamples.length >= 2 ? state.jobSamples : state.chunkSamples;
+export function Sparkline({ state, sourceFps }: { state: PipelineState; sourceFps: number }) {
+  const raw = state.jobSamples.length >= 2 ? state.jobSamples : state.chunkSamples;
+  // Without an fps figure in the events, frames per second = speed × the source's frame rate.
+  const samples = useMemo(
+    () => raw.map((s) => (s.fps || !sourceFps ? s : { ...s, fps: s.speed * sourceFps })),
+    [raw, sourceFps],
+  );
   const w = 300;
   const h = 48;
   const last = samples[samples.length - 1];
   const fpsLine = useMemo(() => polyline(samples, "fps", w, h), [samples]);
   const speedLine = useMemo(() => polyline(samples, "speed", w, h), [samples]);
   return (
-    <figure className="spark">
-      <svg viewBox={`0 0 ${w} ${h}`} preserveAspectRatio="none" role="img" aria-label="Throughput over time: fps and speed">
-        <polyline points={fpsLine} className="spark-fps" fill="none" />
-        <polyline points={speedLine} className="spark-speed" fill="none" />
-      </svg>
-      <figcaption>
-        <span className="legend legend-fps">fps {last ? last.fps.toFixed(0) : "–"}</span>{" "}
-        <span className="legend legend-speed">speed {last ? `${last.speed.toFixed(2)}×` : "–"}</span>
-      </figcaption>
+    <figure className="spark" aria-label="Throughput over time">
+      <div>
+        <span className="spark-label legend-fps">fps {last ? last.fps.toFixed(0) : "–"}</span>
+        <svg viewBox={`0 0 ${w} ${h}`} preserveAspectRatio="none" role="img" aria-label="Frames per second over time">
+          <polyline points={fpsLine} className="spark-fps" fill="none" />
+        </svg>
+      </div>
+      <div>
+        <span className="spark-label legend-speed">speed {last ? `${last.speed.toFixed(2)}×` : "–"}</span>
+        <svg viewBox={`0 0 ${w} ${h}`} preserveAspectRatio="none" role="img" aria-label="Encoding speed over time">
+          <polyline points={speedLine} className="spark-speed" fill="none" />
+        </svg>
+      </div>
     </figure>
   );
 }

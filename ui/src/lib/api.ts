@@ -11,7 +11,7 @@ function lit(value: string | number | boolean): string {
 const ASSET_FIELDS = `id path filename kind status size duration container videoCodec audioCodec
   width height fps comments error`;
 const JOB_FIELDS = `id status progress speed eta error trimStart trimEnd chunked chunkSeconds chunkWorkers
-  createdAt sourceAsset { id filename duration } preset { id name } output { path size url }`;
+  createdAt sourceAsset { id filename duration fps } preset { id name } output { path size url }`;
 
 export async function listAssets(): Promise<Asset[]> {
   const data = await gql<{ assets: Asset[] }>(`query { assets { ${ASSET_FIELDS} } }`);
@@ -99,4 +99,13 @@ export function mediaUrl(asset: Asset): string {
 
 export function thumbnailUrl(asset: Asset, t: number, w: number): string {
   return `/api/assets/${encodeURIComponent(asset.id)}/thumbnail?t=${t.toFixed(3)}&w=${w}`;
+}
+
+/** The preset a form starts with: an H.264 one if there is one, else the first that encodes video. */
+export function defaultPreset(presets: Preset[]): Preset | undefined {
+  return (
+    presets.find((p) => p.name.startsWith("h264")) ??
+    presets.find((p) => p.videoCodec && p.videoCodec !== "copy") ??
+    presets[0]
+  );
 }

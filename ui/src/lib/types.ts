@@ -55,7 +55,7 @@ export interface Job {
   chunkSeconds?: number | null;
   chunkWorkers?: number | null;
   createdAt: string | null;
-  sourceAsset: { id: string; filename: string; duration: number | null } | null;
+  sourceAsset: { id: string; filename: string; duration: number | null; fps?: number | null } | null;
   preset: { id: string; name: string } | null;
   output: JobOutput | null;
   chunks?: Chunk[];

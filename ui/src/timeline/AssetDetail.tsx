@@ -1,6 +1,6 @@
 import { useEffect, useId, useRef, useState } from "react";
 import { ErrorBanner, StatusBadge } from "../components/common";
-import { createJob, deleteAsset, mediaUrl, updateAsset } from "../lib/api";
+import { createJob, defaultPreset, deleteAsset, mediaUrl, updateAsset } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
 import { bytes, duration as fmtDuration, snapToFrame } from "../lib/format";
 import type { Asset, Job, Preset } from "../lib/types";
@@ -37,11 +37,11 @@ export function AssetDetail({ asset, presets, onJobCreated, onAssetChanged, onAs
     setError("");
     setNotice("");
     setConfirming(false);
-  }, [asset.id]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [asset.id]); // only when another asset is selected, not on every refresh of this one
 
   useEffect(() => {
     if (!presetId && presets.length) {
-      const preferred = presets.find((p) => p.videoCodec && p.videoCodec !== "copy") ?? presets[0];
+      const preferred = defaultPreset(presets.filter((p) => asset.kind === "video" || !p.videoCodec)) ?? presets[0];
       setPresetId(preferred.id);
     }
   }, [presets, presetId]);

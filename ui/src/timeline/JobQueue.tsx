@@ -33,12 +33,13 @@ function JobRow({ job, onJobChanged }: { job: Job; onJobChanged(job: Job): void 
     <li className={`job job-${job.status}`} data-job-id={job.id} data-status={job.status}>
       <div className="job-head">
         <span className="job-name" title={job.id}>
-          {name} <span className="muted">→ {job.preset?.name ?? "?"}</span>
+          {name}
         </span>
         <StatusBadge status={job.status} />
       </div>
       <ProgressBar value={job.status === "completed" ? 100 : job.progress} label={`Progress of ${name}`} status={job.status} />
       <div className="job-meta">
+        <span>→ {job.preset?.name ?? "?"}</span>
         <span>speed {speed(job.speed)}</span>
         {active && <span>ETA {eta(job.eta)}</span>}
         {(job.trimStart != null || job.trimEnd != null) && (
@@ -90,6 +91,11 @@ export function JobQueue({ jobs, live, onJobChanged }: Props) {
         <h2 id="queue-title">Jobs</h2>
         <LiveIndicator state={live.state} error={live.error} />
       </div>
+      {live.state === "reconnecting" && live.error && (
+        <p className="muted live-error" role="status">
+          Live updates interrupted ({live.error}); reconnecting…
+        </p>
+      )}
       {jobs.length === 0 ? (
         <Empty>No jobs yet. Pick an asset and press Transcode.</Empty>
       ) : (

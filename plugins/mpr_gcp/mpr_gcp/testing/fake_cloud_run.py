@@ -37,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
 _JOB = r"projects/[^/]+/locations/[^/]+/jobs/[^/:]+"
@@ -54,7 +54,7 @@ _BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_
 def _ts(when: float | None) -> str | None:
     if when is None:
         return None
-    return dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -128,6 +128,7 @@ class FakeExecution:
     completed: float | None = None
     cancelled: bool = False
     retried: int = 0
+    peak_running: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def counts(self) -> dict[str, int]:
@@ -146,25 +147,44 @@ class FakeExecution:
             if self.completed is not None:
                 if self.cancelled:
                     conditions.append(
-                        {"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "CANCELLED",
-                         "message": "The execution was cancelled.", "lastTransitionTime": _ts(self.completed)}
+                        {
+                            "type": "Completed",
+                            "state": "CONDITION_FAILED",
+                            "executionReason": "CANCELLED",
+                            "message": "The execution was cancelled.",
+                            "lastTransitionTime": _ts(self.completed),
+                        }
                     )
                 elif counts["failedCount"]:
                     failed = next(t for t in self.tasks if t.state == "failed")
                     conditions.append(
-                        {"type": "Completed", "state": "CONDITION_FAILED", "executionReason": "NON_ZERO_EXIT_CODE",
-                         "message": f"Task {self.name.rsplit('/', 1)[1]}-task{failed.index} failed with message: "
-                         f"The container exited with an error (exit code {failed.exit_codes[-1]}).",
-                         "lastTransitionTime": _ts(self.completed)}
+                        {
+                            "type": "Completed",
+                            "state": "CONDITION_FAILED",
+                            "executionReason": "NON_ZERO_EXIT_CODE",
+                            "message": f"Task {self.name.rsplit('/', 1)[1]}-task{failed.index} failed with message: "
+                            f"The container exited with an error (exit code {failed.exit_codes[-1]}).",
+                            "lastTransitionTime": _ts(self.completed),
+                        }
                     )
                 else:
                     conditions.append(
-                        {"type": "Completed", "state": "CONDITION_SUCCEEDED",
-                         "message": "Execution completed successfully.", "lastTransitionTime": _ts(self.completed)}
+                        {
+                            "type": "Completed",
+                            "state": "CONDITION_SUCCEEDED",
+                            "message": "Execution completed successfully.",
+                            "lastTransitionTime": _ts(self.completed),
+                        }
                     )
             elif self.cancelled:
-                conditions.append({"type": "Completed", "state": "CONDITION_RECONCILING",
-                                   "executionReason": "CANCELLING", "message": "The execution is being cancelled."})
+                conditions.append(
+                    {
+                        "type": "Completed",
+                        "state": "CONDITION_RECONCILING",
+                        "executionReason": "CANCELLING",
+                        "message": "The execution is being cancelled.",
+                    }
+                )
             else:
                 conditions.append({"type": "Completed", "state": "CONDITION_RECONCILING"})
             body = {
@@ -254,7 +274,7 @@ class FakeCloudRun:
         for thread in self._threads:
             thread.join(timeout=15)
 
-    def __enter__(self) -> FakeCloudRun:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -321,8 +341,11 @@ class FakeCloudRun:
             raise ApiError(404, "NOT_FOUND", f"Resource '{job}' was not found")
         return {
             "name": job,
-            "template": {"parallelism": self.parallelism, "taskCount": 1,
-                         "template": {"maxRetries": self.max_retries, "containers": [{"image": "mpr-task"}]}},
+            "template": {
+                "parallelism": self.parallelism,
+                "taskCount": 1,
+                "template": {"maxRetries": self.max_retries, "containers": [{"image": "mpr-task"}]},
+            },
         }
 
     def get_execution(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -392,15 +415,19 @@ class FakeCloudRun:
                     task = pending.popleft()
                     self._start(execution, task)
                     running.append(task)
+                execution.peak_running = max(execution.peak_running, len(running))
             time.sleep(0.05)
             now = time.monotonic()
             for task in list(running):
                 assert task.proc is not None
                 code = task.proc.poll()
                 if code is None:
-                    if term_sent_at is not None and now - term_sent_at > self.grace_seconds:
-                        _kill_tree(task.proc, signal.SIGKILL)
-                    elif execution.timeout and now - task.started > execution.timeout:
+                    if (
+                        term_sent_at is not None
+                        and now - term_sent_at > self.grace_seconds
+                        or execution.timeout
+                        and now - task.started > execution.timeout
+                    ):
                         _kill_tree(task.proc, signal.SIGKILL)
                     continue
                 _kill_tree(task.proc, signal.SIGKILL)  # the container stops: nothing it started survives
@@ -429,7 +456,7 @@ class FakeCloudRun:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _dispatch(self, method: str) -> None:
@@ -447,11 +474,15 @@ class FakeCloudRun:
                     else:
                         raise ApiError(404, "NOT_FOUND", f"{method} {path} is not an API method")
                 except ApiError as exc:
-                    status, payload = exc.code, {"error": {"code": exc.code, "message": exc.message,
-                                                           "status": exc.status}}
+                    status, payload = (
+                        exc.code,
+                        {"error": {"code": exc.code, "message": exc.message, "status": exc.status}},
+                    )
                 except json.JSONDecodeError:
-                    status, payload = 400, {"error": {"code": 400, "message": "invalid JSON body",
-                                                      "status": "INVALID_ARGUMENT"}}
+                    status, payload = (
+                        400,
+                        {"error": {"code": 400, "message": "invalid JSON body", "status": "INVALID_ARGUMENT"}},
+                    )
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=UTF-8")
@@ -459,10 +490,10 @@ class FakeCloudRun:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 self._dispatch("GET")
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            def do_POST(self) -> None:
                 self._dispatch("POST")
 
         return Handler

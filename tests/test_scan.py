@@ -1,0 +1,157 @@
+"""Scanning MEDIA_IN: extensions, probing, bad files, idempotence, and any storage backend."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from mpr import hookimpl
+from mpr.errors import NotFound, ValidationError
+from mpr.models import AssetKind, AssetStatus, MediaAsset
+from mpr.plugins import register_plugin, unregister_plugin
+from mpr.scan import is_media, register, scan
+from mpr.storage import ObjectInfo, safe_key
+from tests.core_helpers import put_media
+
+
+def test_extensions_are_the_seeds_and_case_insensitive() -> None:
+    for name in (
+        "a.mp4",
+        "b.MKV",
+        "c.avi",
+        "d.mov",
+        "e.webm",
+        "f.flv",
+        "g.wmv",
+        "h.M4V",
+        "i.mp3",
+        "j.WAV",
+        "k.flac",
+        "l.aac",
+        "m.ogg",
+        "n.m4a",
+        "dir/o.Mp4",
+    ):
+        assert is_media(name), name
+    for name in ("a.txt", "b.jpg", "mp4", "c.mp4.part", ".hidden.mp4", "noext"):
+        assert not is_media(name), name
+
+
+async def test_scan_registers_probes_and_reports(db, media, clips) -> None:
+    put_media(media, clips["video"], "movies/one.mp4")
+    put_media(media, clips["video"], "TWO.MP4")
+    put_media(media, clips["audio"], "music/tone.mp3")
+    put_media(media, clips["truncated"], "broken/truncated.mp4")
+    put_media(media, clips["empty"], "broken/empty.mkv")
+    put_media(media, clips["garbage"], "broken/garbage.avi")
+    (media["in"] / "notes.txt").write_text("not media")
+    (media["in"] / "cover.jpg").write_bytes(b"\xff\xd8")
+
+    result = await scan()
+    assert (result.found, result.registered, result.skipped) == (6, 6, 0)
+    assert len(result.errors) == 3 and all("broken/" in e for e in result.errors)
+
+    one = await MediaAsset.get(path="movies/one.mp4")
+    assert (one.status, one.kind, one.filename) == (AssetStatus.READY, AssetKind.VIDEO, "one.mp4")
+    assert (one.width, one.height, one.fps, one.video_codec, one.audio_codec) == (320, 240, 25.0, "h264", "aac")
+    assert one.duration == pytest.approx(3.0, abs=0.05) and one.size == clips["video"].stat().st_size
+    assert one.bitrate and one.sample_rate == 48000 and one.channels == 1 and one.probe["streams"]
+    tone = await MediaAsset.get(path="music/tone.mp3")
+    assert (tone.kind, tone.audio_codec, tone.width) == (AssetKind.AUDIO, "mp3", None)
+
+    for key, needle in (
+        ("broken/truncated.mp4", "not a readable media file"),
+        ("broken/empty.mkv", "empty (0 bytes)"),
+        ("broken/garbage.avi", "not a readable media file"),
+    ):
+        bad = await MediaAsset.get(path=key)
+        assert bad.status is AssetStatus.ERROR and needle in bad.error, (key, bad.error)
+
+    again = await scan()
+    assert (again.found, again.registered, again.skipped, again.errors) == (6, 0, 6, [])
+    assert await MediaAsset.all().count() == 6
+
+    put_media(media, clips["audio"], "music/new.MP3")
+    third = await scan()
+    assert (third.found, third.registered, third.skipped) == (7, 1, 6)
+
+
+async def test_register_refuses_unknown_extensions_missing_files_and_traversal(sqlite_db, media) -> None:
+    (media["in"] / "doc.pdf").write_bytes(b"%PDF")
+    with pytest.raises(ValidationError, match="not a supported media file"):
+        await register("doc.pdf")
+    with pytest.raises(NotFound):
+        await register("missing.mp4")
+    from mpr.errors import StorageError
+
+    for key in ("../etc/passwd", "/etc/passwd.mp4", "../../x.mp4"):
+        with pytest.raises(StorageError):
+            await register(key)
+
+
+class MemoryStorage:
+    """A non-filesystem backend (like S3): objects live in a dict; local_copy downloads to a temp file."""
+
+    objects: ClassVar[dict[str, bytes]] = {}
+
+    def __init__(self, root: str, settings) -> None:
+        self.root = root
+
+    def list(self, prefix: str = ""):
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield ObjectInfo(key=key, size=len(self.objects[key]))
+
+    def stat(self, key: str) -> ObjectInfo:
+        key = safe_key(key)
+        if key not in self.objects:
+            raise NotFound(key)
+        return ObjectInfo(key=key, size=len(self.objects[key]))
+
+    def exists(self, key: str) -> bool:
+        return safe_key(key) in self.objects
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / Path(safe_key(key)).name
+            path.write_bytes(self.objects[safe_key(key)])
+            yield path
+
+    def local_path(self, key: str):
+        return None
+
+
+class MemoryPlugin:
+    @hookimpl
+    def register_storage_backends(self, register):
+        register("mem", MemoryStorage)
+
+
+async def test_scan_walks_through_the_storage_backend(sqlite_db, media, monkeypatch, clips) -> None:
+    MemoryStorage.objects = {
+        "a/clip.mp4": clips["video"].read_bytes(),
+        "b/bad.mp3": b"junk" * 100,
+        "readme.md": b"# hi",
+    }
+    plugin = MemoryPlugin()
+    register_plugin(plugin, name="mpr-mem")
+    monkeypatch.setenv("MEDIA_IN", "mem://bucket/in/")
+    from mpr.settings import get_settings
+    from mpr.storage import reset_storage
+
+    get_settings.cache_clear()
+    reset_storage()
+    try:
+        result = await scan()
+    finally:
+        unregister_plugin(plugin)
+    assert (result.found, result.registered) == (2, 2)
+    assert (await MediaAsset.get(path="a/clip.mp4")).status is AssetStatus.READY
+    assert (await MediaAsset.get(path="b/bad.mp3")).status is AssetStatus.ERROR
+    shutil.rmtree(media["in"], ignore_errors=True)
