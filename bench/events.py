@@ -191,7 +191,7 @@ async def grpc_client(name: str, port: int, job_id: str, out: Received) -> None:
                 out.add(ev)
         except grpc.aio.AioRpcError as exc:
             out.error = f"{exc.code().name}: {exc.details()}"
-    out.ended = time.time()
+        out.ended = time.time()  # the server ended the stream (before we close our channel)
 
 
 async def grpc_web_client(url: str, job_id: str, out: Received, text: bool = False) -> None:
@@ -220,7 +220,7 @@ async def grpc_web_client(url: str, job_id: str, out: Received, text: bool = Fal
                     out.add(events_pb2.PipelineEvent.FromString(message))
                 elif b"grpc-status:0" not in message:
                     out.error = message.decode(errors="replace").strip()
-    out.ended = time.time()
+        out.ended = time.time()  # the trailer frame and the end of the body arrived
 
 
 def start_envoy(envoy_port: int, grpc_port: int, workdir: Path) -> subprocess.Popen | None:

@@ -116,9 +116,14 @@ def av1_preset(encoders: frozenset[str]) -> Preset | None:
 @functools.lru_cache(maxsize=4)
 def builtin_presets(ffmpeg: str | None = None) -> tuple[Preset, ...]:
     """The built-in presets for the ffmpeg at ``ffmpeg`` (default: the configured one)."""
+    from mpr.errors import ConfigError
     from mpr.ffmpeg import available_encoders
 
-    av1 = av1_preset(available_encoders(ffmpeg))
+    try:
+        encoders = available_encoders(ffmpeg)
+    except ConfigError:  # no ffmpeg at all: the other presets still register; jobs report the problem
+        encoders = frozenset()
+    av1 = av1_preset(encoders)
     return STATIC_PRESETS + ((av1,) if av1 else ())
 
 

@@ -76,6 +76,8 @@ def _db_ready(sync: bool = True) -> None:
 def cli(verbose: bool) -> None:
     """MPR, the Media Processor: transcode, trim and remux media with ffmpeg, locally or in the cloud."""
     _setup_logging("DEBUG" if verbose else None)
+    if not verbose:
+        logging.getLogger("tortoise").setLevel(logging.WARNING)  # "Tortoise-ORM shutdown" after every command
 
 
 # --------------------------------------------------------------------------- database
@@ -108,7 +110,8 @@ def scan() -> None:
 
     _db_ready(sync=False)
     result = _run(service.scan())
-    click.echo(f"found {result.found}, registered {result.registered}, skipped {result.skipped}")
+    again = f", probed again {result.updated}" if result.updated else ""
+    click.echo(f"found {result.found}, registered {result.registered}, skipped {result.skipped}{again}")
     for error in result.errors:
         click.echo(f"  error: {error}", err=True)
 
@@ -376,6 +379,8 @@ def run_foreground(job_id: Any, *, label: str = "", progress: bool = True) -> An
 
     cancel = threading.Event()
     errors: list[BaseException] = []
+    if progress and logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("mpr.events").setLevel(logging.WARNING)  # the bar shows the job's progress
 
     def target() -> None:
         try:

@@ -54,8 +54,22 @@ def __getattr__(name: str) -> Any:
 
 
 async def init_db(settings: Settings | None = None) -> None:
-    """Open the database connections for this event loop (no schema changes; see ``mpr migrate``)."""
-    await Tortoise.init(config=tortoise_config(settings))
+    """Open the database connections for this event loop (no schema changes; see ``mpr migrate``).
+
+    Tortoise 1.x keeps its state in a contextvar of the task that ran init; the
+    web app's requests and :func:`run_sync` calls from threads run in other
+    tasks, so the context is also made the process-wide fallback (as Tortoise's
+    own ``RegisterTortoise`` does). If another context already holds the
+    fallback, this one stays task-local.
+    """
+    from tortoise.exceptions import ConfigurationError
+
+    try:
+        await Tortoise.init(config=tortoise_config(settings), _enable_global_fallback=True)
+    except ConfigurationError as exc:
+        if "Global context fallback" not in str(exc):
+            raise
+        await Tortoise.init(config=tortoise_config(settings))
 
 
 async def close_db() -> None:

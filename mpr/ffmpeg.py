@@ -50,7 +50,7 @@ _SPEED_NUMBERS = {
     "libsvtav1": dict(zip(_SPEED_NAMES, (12, 11, 10, 9, 8, 6, 4, 2, 1), strict=True)),
 }
 
-STOP_GRACE = 0.7  # seconds between SIGTERM and SIGKILL when cancelling; total stays well under 2 s
+STOP_GRACE = 0.3  # seconds between SIGTERM and SIGKILL when cancelling; partial output is deleted anyway
 
 
 class Cancelled(FFmpegError):

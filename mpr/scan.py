@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from tortoise.exceptions import IntegrityError
 
 from mpr.errors import MprError, NotFound, ProbeError, ValidationError
+from mpr.jobs import now
 from mpr.models import AssetKind, AssetStatus, MediaAsset
 from mpr.probe import probe
 from mpr.settings import Settings, get_settings
@@ -36,6 +37,7 @@ class ScanResult:
     registered: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+    updated: int = 0  # assets in error whose file changed (e.g. finished copying) and were probed again
 
 
 def extension(key: str) -> str:
@@ -118,10 +120,19 @@ async def scan(settings: Settings | None = None) -> ScanResult:
     settings = settings or get_settings()
     storage = media_in(settings)
     objects = await asyncio.to_thread(lambda: [o for o in storage.list() if is_media(o.key)])
-    known = set(await MediaAsset.all().values_list("path", flat=True))
+    known = dict(await MediaAsset.all().values_list("path", "size"))
+    broken = set(await MediaAsset.filter(status=AssetStatus.ERROR).values_list("path", flat=True))
     result = ScanResult(found=len(objects))
     for obj in objects:
         if obj.key in known:
+            if obj.key in broken and obj.size != known[obj.key]:
+                # it was probably still being copied when it was first scanned: probe it again
+                fields = await probe_asset_fields(obj.key, settings)
+                fields.setdefault("kind", kind_of(obj.key))
+                await MediaAsset.filter(path=obj.key).update(size=obj.size, updated_at=now(), **fields)
+                result.updated += 1
+                if fields["status"] is AssetStatus.ERROR:
+                    result.errors.append(f"{obj.key}: {fields['error']}")
             result.skipped += 1
             continue
         try:

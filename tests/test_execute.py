@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from conftest import make_clip
-from mpr import service
+from mpr import hookimpl, service
 from mpr.execute import run_job
 from mpr.models import JobStatus, TranscodeJob, TranscodePreset
 from mpr.plugins import register_plugin, unregister_plugin
 from mpr.probe import probe
+from mpr.settings import get_settings
+from mpr.storage import ObjectInfo, reset_storage
 from tests.core_helpers import CollectSink, ready_asset, synced
 
 FRAME = 1 / 25
@@ -100,8 +104,10 @@ async def test_cancel_kills_a_running_job_within_2s_and_removes_partial_output(s
     while (await TranscodeJob.get(id=job.id)).status is not JobStatus.PROCESSING:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
-    assert any(p.name.startswith(".mpr-tmp-") for p in media["out"].iterdir())  # ffmpeg is writing
+    while not any(p.name.startswith(".mpr-tmp-") for p in media["out"].iterdir()):  # ffmpeg is writing
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
     started = time.monotonic()
     await service.cancel_job(job.id)
     await asyncio.wait_for(runner, 10)
@@ -135,3 +141,53 @@ async def test_chunked_job_runs_through_the_chunker(sqlite_db, media, tmp_path) 
     done = await TranscodeJob.get(id=job.id)
     assert done.status is JobStatus.COMPLETED, done.error
     assert done.output_duration == pytest.approx(3.0, abs=FRAME + 0.03)
+
+
+class MemoryOut:
+    """A remote-style MEDIA_OUT (no local paths): outputs are uploaded with put()."""
+
+    objects: ClassVar[dict[str, bytes]] = {}
+
+    def __init__(self, root: str, settings) -> None:
+        self.root = root
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects
+
+    def put(self, key: str, local_file: Path) -> ObjectInfo:
+        self.objects[key] = Path(local_file).read_bytes()
+        return ObjectInfo(key=key, size=len(self.objects[key]))
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def local_path(self, key: str) -> None:
+        return None
+
+
+class MemoryOutPlugin:
+    @hookimpl
+    def register_storage_backends(self, register):
+        register("memout", MemoryOut)
+
+
+async def test_output_to_a_remote_backend_is_uploaded(sqlite_db, media, clips, monkeypatch, tmp_path) -> None:
+    asset = await ready_asset(media, clips["video"])
+    job = await inline_job(asset, None, trim_end=2.0)
+    plugin = MemoryOutPlugin()
+    register_plugin(plugin, name="mpr-memout")
+    monkeypatch.setenv("MEDIA_OUT", "memout://bucket/out/")
+    get_settings.cache_clear()
+    reset_storage()
+    MemoryOut.objects = {}
+    try:
+        await asyncio.to_thread(run_job, job.id)
+    finally:
+        unregister_plugin(plugin)
+    done = await TranscodeJob.get(id=job.id)
+    assert done.status is JobStatus.COMPLETED, done.error
+    local = tmp_path / "downloaded.mp4"
+    local.write_bytes(MemoryOut.objects["clip_copy.mp4"])
+    assert probe(local).duration == pytest.approx(2.0, abs=0.1)
+    assert done.output_size == local.stat().st_size
+    assert not list((media["var"] / "tmp").rglob("*.mp4"))  # the temp copy is gone

@@ -87,3 +87,36 @@ async def test_migrations_match_the_models(sqlite_db) -> None:
         return out
 
     assert shape(recorded) == shape(current)
+
+
+async def test_new_migration_is_written_for_both_dialects(tmp_path) -> None:
+    """``python -m mpr.migrations.new`` diffs the models for SQLite and PostgreSQL (offline)."""
+    import importlib.util
+
+    from aerich.utils import decompress_dict, get_formatted_compressed_data
+
+    from mpr import migrations
+    from mpr.migrations.new import generate
+
+    assert await generate("nothing") is None  # the shipped migrations match the models
+    # pretend the last migration predates MediaAsset.comments
+    src = migrations.LOCATION / migrations.APP / migrations.pending_files()[-1]
+    spec = importlib.util.spec_from_file_location("last_migration", src)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    state = decompress_dict(module.MODELS_STATE)
+    asset = state["models.MediaAsset"]
+    asset["data_fields"] = [f for f in asset["data_fields"] if f["name"] != "comments"]
+    text = src.read_text()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / src.name).write_text(
+        text[: text.index("MODELS_STATE = (")] + f"MODELS_STATE = (\n    {get_formatted_compressed_data(state)}\n)\n"
+    )
+    path = await generate("add_comments", tmp_path)
+    assert path is not None and path.name.startswith("1_") and path.name.endswith("_add_comments.py")
+    spec = importlib.util.spec_from_file_location("new_migration", path)
+    new = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(new)
+    for dialect in ("sqlite", "postgres"):
+        assert 'ADD "comments"' in new.UPGRADE[dialect]
+        assert 'DROP COLUMN "comments"' in new.DOWNGRADE[dialect]

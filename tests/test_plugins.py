@@ -96,3 +96,21 @@ def test_cli_fails_at_start_for_a_missing_executor(media, monkeypatch, capsys) -
     assert main(["transcode", "x.mp4", "--preset", "copy", "--queue"]) == 1
     err = capsys.readouterr().err
     assert "Error:" in err and "mpr-gcp" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "package"),
+    [
+        ({"MPR_EXECUTOR": "lambda"}, ["serve", "--port", "1"], "mpr-lambda"),
+        ({"MEDIA_IN": "s3://bucket/in/"}, ["scan"], "mpr-storage-s3"),
+        ({"MEDIA_OUT": "gs://bucket/out/"}, ["serve", "--port", "1"], "mpr-storage-s3"),
+    ],
+)
+def test_start_up_fails_naming_the_missing_package(media, monkeypatch, capsys, env, args, package) -> None:
+    monkeypatch.setenv("MPR_LOAD_PLUGINS", "mpr-local")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_plugins()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert package in err and "Traceback" not in err

@@ -80,6 +80,14 @@ async def test_scan_registers_probes_and_reports(db, media, clips) -> None:
     third = await scan()
     assert (third.found, third.registered, third.skipped) == (7, 1, 6)
 
+    # a file scanned while still being copied is probed again once it changed
+    put_media(media, clips["video"], "broken/truncated.mp4")
+    fourth = await scan()
+    assert (fourth.registered, fourth.updated, fourth.errors) == (0, 1, [])
+    fixed = await MediaAsset.get(path="broken/truncated.mp4")
+    assert (fixed.status, fixed.error, fixed.width) == (AssetStatus.READY, None, 320)
+    assert fixed.size == clips["video"].stat().st_size
+
 
 async def test_register_refuses_unknown_extensions_missing_files_and_traversal(sqlite_db, media) -> None:
     (media["in"] / "doc.pdf").write_bytes(b"%PDF")

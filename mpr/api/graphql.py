@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import logging
+import re
 import urllib.parse
 import uuid
 from collections import defaultdict
@@ -139,6 +140,57 @@ class TokenRequired(BasePermission):
         return token_ok(settings, bearer_token(headers, ctx.get("connection_params")))
 
 
+def _getter(row: Any) -> Callable[[str], Any]:
+    if isinstance(row, dict):
+        return row.get
+    return lambda name: getattr(row, name, None)
+
+
+def _text(value: Any) -> str:
+    return str(getattr(value, "value", value)) if value is not None else ""
+
+
+# GraphQL field -> the columns it needs (fields not listed map to their snake_case column)
+_ASSET_NEEDS = {"url": ("path",), "thumbnailUrl": ("id",), "jobs": ("id",)}
+_JOB_NEEDS = {
+    "output": ("status", "output_path", "output_size", "output_duration"),
+    "sourceAsset": ("source_asset_id",),
+    "preset": ("preset_id",),
+    "chunks": ("id",),
+}
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _requested(info: Info) -> set[str]:
+    """Names of the fields selected under the current field (fragments flattened)."""
+    names: set[str] = set()
+
+    def walk(selections: Iterable[Any]) -> None:
+        for sel in selections:
+            if hasattr(sel, "name") and not hasattr(sel, "type_condition"):
+                names.add(sel.name)
+            else:  # fragment spread or inline fragment
+                walk(getattr(sel, "selections", []))
+
+    for field in info.selected_fields:
+        walk(field.selections)
+    return names
+
+
+def columns_for(info: Info, model: type, needs: dict[str, tuple[str, ...]]) -> list[str]:
+    """The model columns a list query must load for the fields the client asked for."""
+    db_fields = set(model._meta.db_fields) | {f + "_id" for f in model._meta.fk_fields}
+    cols = {"id"}
+    for name in _requested(info):
+        if name in needs:
+            cols.update(needs[name])
+        else:
+            column = _CAMEL.sub("_", name).lower()
+            if column in db_fields:
+                cols.add(column)
+    return sorted(c for c in cols if c in db_fields)
+
+
 # --------------------------------------------------------------------------- loaders
 
 
@@ -220,28 +272,30 @@ class Asset:
         return [Job.from_model(j) for j in rows]
 
     @classmethod
-    def from_model(cls, a: MediaAsset) -> Asset:
+    def from_model(cls, a: MediaAsset | dict[str, Any]) -> Asset:
+        """From a model, or from a ``values()`` dict holding only the requested columns."""
+        g = _getter(a)
         return cls(
-            id=strawberry.ID(str(a.id)),
-            path=a.path,
-            filename=a.filename,
-            kind=str(a.kind.value if hasattr(a.kind, "value") else a.kind),
-            size=float(a.size or 0),
-            status=str(a.status.value if hasattr(a.status, "value") else a.status),
-            error=a.error,
-            duration=a.duration,
-            container=a.container,
-            video_codec=a.video_codec,
-            audio_codec=a.audio_codec,
-            width=a.width,
-            height=a.height,
-            fps=a.fps,
-            bitrate=float(a.bitrate) if a.bitrate is not None else None,
-            sample_rate=a.sample_rate,
-            channels=a.channels,
-            comments=a.comments or "",
-            created_at=a.created_at,
-            updated_at=a.updated_at,
+            id=strawberry.ID(str(g("id"))),
+            path=g("path"),
+            filename=g("filename"),
+            kind=_text(g("kind")),
+            size=float(g("size") or 0),
+            status=_text(g("status")),
+            error=g("error"),
+            duration=g("duration"),
+            container=g("container"),
+            video_codec=g("video_codec"),
+            audio_codec=g("audio_codec"),
+            width=g("width"),
+            height=g("height"),
+            fps=g("fps"),
+            bitrate=float(g("bitrate")) if g("bitrate") is not None else None,
+            sample_rate=g("sample_rate"),
+            channels=g("channels"),
+            comments=g("comments") or "",
+            created_at=g("created_at"),
+            updated_at=g("updated_at"),
         )
 
 
@@ -393,34 +447,36 @@ class Job:
         return [Chunk.from_model(c) for c in rows]
 
     @classmethod
-    def from_model(cls, j: TranscodeJob) -> Job:
+    def from_model(cls, j: TranscodeJob | dict[str, Any]) -> Job:
+        """From a model, or from a ``values()`` dict holding only the requested columns."""
+        g = _getter(j)
         return cls(
-            id=strawberry.ID(str(j.id)),
-            status=str(j.status.value if hasattr(j.status, "value") else j.status),
-            progress=j.progress or 0.0,
-            speed=j.speed,
-            eta=j.eta,
-            error=j.error,
-            attempts=j.attempts,
-            priority=j.priority,
-            executor=j.executor,
-            external_id=j.external_id,
-            trim_start=j.trim_start,
-            trim_end=j.trim_end,
-            chunked=j.chunked,
-            chunk_seconds=j.chunk_seconds,
-            chunk_workers=j.chunk_workers,
-            worker=j.worker,
-            output_path=j.output_path,
-            source_path=j.source_path,
-            source_asset_id=strawberry.ID(str(j.source_asset_id)) if j.source_asset_id else None,
-            preset_id=strawberry.ID(str(j.preset_id)) if j.preset_id else None,
-            preset_snapshot=j.preset_snapshot or {},
-            created_at=j.created_at,
-            started_at=j.started_at,
-            finished_at=j.finished_at,
-            output_size=float(j.output_size) if j.output_size is not None else None,
-            output_duration=j.output_duration,
+            id=strawberry.ID(str(g("id"))),
+            status=_text(g("status")),
+            progress=g("progress") or 0.0,
+            speed=g("speed"),
+            eta=g("eta"),
+            error=g("error"),
+            attempts=g("attempts"),
+            priority=g("priority"),
+            executor=g("executor"),
+            external_id=g("external_id"),
+            trim_start=g("trim_start"),
+            trim_end=g("trim_end"),
+            chunked=g("chunked"),
+            chunk_seconds=g("chunk_seconds"),
+            chunk_workers=g("chunk_workers"),
+            worker=g("worker"),
+            output_path=g("output_path"),
+            source_path=g("source_path"),
+            source_asset_id=strawberry.ID(str(g("source_asset_id"))) if g("source_asset_id") else None,
+            preset_id=strawberry.ID(str(g("preset_id"))) if g("preset_id") else None,
+            preset_snapshot=g("preset_snapshot") or {},
+            created_at=g("created_at"),
+            started_at=g("started_at"),
+            finished_at=g("finished_at"),
+            output_size=float(g("output_size")) if g("output_size") is not None else None,
+            output_duration=g("output_duration"),
         )
 
 
@@ -586,6 +642,7 @@ class Query:
     @strawberry.field(description="Assets, ordered by path. Filter by status (pending|ready|error), kind, search.")
     async def assets(
         self,
+        info: Info,
         status: str | None = None,
         kind: str | None = None,
         search: str | None = None,
@@ -607,7 +664,8 @@ class Query:
             if anchor is None:
                 raise NotFound(f"cursor asset {after} does not exist")
             qs = qs.filter(path__gt=anchor.path)
-        rows = await qs.order_by("path").offset(skip).limit(size)
+        cols = columns_for(info, MediaAsset, _ASSET_NEEDS)
+        rows = await qs.order_by("path").offset(skip).limit(size).values(*cols)
         return [Asset.from_model(a) for a in rows]
 
     @strawberry.field(description="Number of assets matching the same filters as `assets`.")
@@ -631,6 +689,7 @@ class Query:
     @strawberry.field(description="Jobs, newest first. Filter by status, asset, executor, search (paths).")
     async def jobs(
         self,
+        info: Info,
         status: str | None = None,
         asset_id: strawberry.ID | None = None,
         executor: str | None = None,
@@ -644,7 +703,8 @@ class Query:
         qs = _jobs_filter(status, asset_id, executor, search)
         if after:
             qs = await _job_cursor_filter(qs, after)
-        rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size)
+        cols = columns_for(info, TranscodeJob, _JOB_NEEDS)
+        rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size).values(*cols)
         return [Job.from_model(j) for j in rows]
 
     @strawberry.field(description="Number of jobs matching the same filters as `jobs`.")

@@ -84,6 +84,9 @@ def concat(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     first = Path(chunk_paths[0])
+    if durations is not None and video_start:
+        # the demuxer measures the first file from its own first frame, which is video_start into the chunk
+        durations = [durations[0] - video_start, *durations[1:]]
     list_path = write_list(chunk_paths, first.with_name(f".concat-{output.stem}.txt"), durations)
     tmp = _partial(output)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -10,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import make_clip
+from conftest import ffmpeg_bin, make_clip
 from mpr import hookimpl
 from mpr.presets import Preset
 
@@ -49,7 +50,21 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ),
         "short": make_clip(base / "short.mp4", seconds=0.6, gop=12),
         "audio": make_clip(base / "tone.m4a", seconds=2.0, video=False),
+        "late_video": _late_video(base / "late.mp4"),
     }
+
+
+def _late_video(path: Path) -> Path:
+    # the picture starts 0.2 s after the sound (video pts start at 0.2, audio at 0)
+    args = [
+        ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-y",
+        "-itsoffset", "0.2", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=3",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3.2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-fps_mode", "passthrough",
+        "-c:a", "aac", str(path),
+    ]  # fmt: skip
+    subprocess.run(args, check=True)
+    return path
 
 
 @dataclass
@@ -116,7 +131,8 @@ def assert_same_frames(out: Media, src: Media) -> None:
     for i, pic in enumerate(out.thumbs):
         here = diff(pic, src.thumbs[i])
         for j in (i - 1, i + 1):
-            if 0 <= j < len(src.thumbs) and src.thumbs[j] != src.thumbs[i]:
+            # a neighbour that shows the same picture (a duplicated frame) cannot tell them apart
+            if 0 <= j < len(src.thumbs) and diff(src.thumbs[j], src.thumbs[i]) > 1.0:
                 assert here < diff(pic, src.thumbs[j]), f"output frame {i} looks like source frame {j}"
 
 

@@ -72,6 +72,17 @@ async def test_variable_frame_rate_keeps_every_timestamp(sources, preset, sqlite
     assert_av(got, src, frame=0.08)
 
 
+async def test_video_starting_after_the_audio_stays_in_sync(sources, preset, sqlite_db, new_job, tmp_path):
+    source = sources["late_video"]
+    job_id = await new_job()
+    out = await chunked(job_id, source, tmp_path / "late.mp4", preset)
+    src, got = inspect(source), inspect(out)
+    assert abs(src.video_start - 0.2) < 1e-3 and abs(src.audio_start) < 1e-3
+    assert_same_frames(got, src)
+    assert abs(got.video_start - 0.2) < 1e-3 and abs(got.audio_start) < 1e-3
+    assert abs(got.audio_seconds - src.audio_seconds) <= 1024 / 48000 + 1e-6
+
+
 async def test_audio_only_source_is_encoded_in_one_pass(sources, preset, sqlite_db, new_job, tmp_path):
     job_id = await new_job()
     out = await chunked(job_id, sources["audio"], tmp_path / "tone.mp4", preset)

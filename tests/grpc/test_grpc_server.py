@@ -246,8 +246,10 @@ async def test_start_in_app_runs_the_grpc_server_for_the_life_of_a_litestar_app(
     get_settings.cache_clear()
     j = job_id()
     await emit_job(bus, j, n=2, delay=0)
-    async with AsyncTestClient(app=Litestar(lifespan=[start_in_app])):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            client = events_pb2_grpc.ChunkerServiceStub(channel)
-            got = [m.sequence async for m in client.StreamChunkPipeline(events_pb2.StreamRequest(job_id=j))]
+    async with (
+        AsyncTestClient(app=Litestar(lifespan=[start_in_app])),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        client = events_pb2_grpc.ChunkerServiceStub(channel)
+        got = [m.sequence async for m in client.StreamChunkPipeline(events_pb2.StreamRequest(job_id=j))]
     assert got == [1, 2, 3, 4]

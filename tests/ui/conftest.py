@@ -40,8 +40,6 @@ pytestmark = pytest.mark.browser
 
 
 def _mpr_bin() -> str:
-    if os.environ.get("MPR_UI_DEV_MPR"):  # TEMP dev override
-        return os.environ["MPR_UI_DEV_MPR"]
     candidate = Path(sys.executable).with_name("mpr")
     return str(candidate) if candidate.exists() else "mpr"
 
@@ -60,8 +58,9 @@ def ui_build() -> Path:
 class Server:
     """A running `mpr serve` with its own media folders."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, **extra_env: str) -> None:
         self.base = base
+        self.extra_env = extra_env
         self.media_in = base / "media" / "in"
         self.media_out = base / "media" / "out"
         self.var = base / "var"
@@ -86,6 +85,7 @@ class Server:
             MPR_LOCAL_POLL_INTERVAL="0.05",
             MPR_LOCAL_MAX_POLL_INTERVAL="0.2",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
@@ -152,6 +152,17 @@ def ui_server(ui_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         server.stop()
         if os.environ.get("MPR_UI_SERVER_LOG"):
             print(server.log_tail(200))
+
+
+@pytest.fixture(scope="module")
+def token_server(ui_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second `mpr serve` with MPR_API_TOKEN set (mutations and streams need the bearer token)."""
+    server = Server(tmp_path_factory.mktemp("ui-token-server"), MPR_API_TOKEN="ui-test-token")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class DroppingProxy:

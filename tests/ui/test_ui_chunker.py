@@ -21,11 +21,15 @@ def clip_cache(tmp_path_factory):
 
 def stats(page) -> dict[str, int]:
     el = page.get_by_test_id("stream-stats")
-    return {k: int(el.get_attribute(f"data-{k}") or 0) for k in ("received", "last-seq", "reconnects", "gaps", "duplicates")}
+    return {
+        k: int(el.get_attribute(f"data-{k}") or 0) for k in ("received", "last-seq", "reconnects", "gaps", "duplicates")
+    }
 
 
 def logged_sequences(page) -> list[int]:
-    return sorted(int(s) for s in page.locator(".eventlog tr[data-seq]").evaluate_all("rows => rows.map(r => r.dataset.seq)"))
+    return sorted(
+        int(s) for s in page.locator(".eventlog tr[data-seq]").evaluate_all("rows => rows.map(r => r.dataset.seq)")
+    )
 
 
 def test_chunked_job_every_chunk_done_and_stream_resumes_without_gap(page, browser, ui_server, proxy, clip_cache):
@@ -96,7 +100,7 @@ def test_chunked_job_every_chunk_done_and_stream_resumes_without_gap(page, brows
 
 def test_open_unknown_job_shows_clear_error(page, ui_server):
     page.goto(ui_server.url + "/chunker/?job=not-a-job")
-    expect(page.get_by_role("alert")).to_contain_text(re.compile("not a valid job id|not found", re.I))
+    expect(page.get_by_role("alert")).to_contain_text(re.compile("not a valid job id|not found", re.IGNORECASE))
 
 
 @pytest.mark.parametrize("path", ["/", "/chunker/"])

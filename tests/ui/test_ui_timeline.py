@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 from playwright.sync_api import expect
@@ -171,7 +170,7 @@ def test_cancel_running_job_and_retry_failed_job(page, ui_server, clip_cache):
     # an API error is shown as a clear message: the asset has a running job
     page.get_by_role("button", name="Delete asset").click()
     page.get_by_role("button", name="Yes, delete").click()
-    expect(page.locator(".detail [role=alert]")).to_contain_text(re.compile("running|processing|active", re.I))
+    expect(page.locator(".detail [role=alert]")).to_contain_text(re.compile("running|processing|active", re.IGNORECASE))
 
     row.get_by_role("button", name=re.compile("Cancel job")).click()
     expect(row).to_have_attribute("data-status", "cancelled", timeout=15_000)
@@ -199,6 +198,14 @@ def test_cancel_running_job_and_retry_failed_job(page, ui_server, clip_cache):
     page.locator(f'button.asset[data-asset="{long_clip.name}"]').click()
     page.wait_for_function(
         "() => [...document.querySelectorAll('.strip img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    # a selection from 10 s to 20 s by keyboard (PageUp/PageDown move a handle by 10 s)
+    page.get_by_test_id("handle-in").press("PageUp")
+    page.get_by_test_id("handle-out").press("PageDown")
+    expect(page.get_by_test_id("readout-length")).to_contain_text("00:00:10.000")
+    page.evaluate(
+        """() => new Promise(res => { const v = document.querySelector('video');
+           v.addEventListener('seeked', res, {once: true}); v.currentTime = 12.4; })"""
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "timeline.png"))
@@ -238,3 +245,23 @@ def test_comments_token_and_delete_with_confirmation(page, ui_server, clip_cache
     expect(page.locator(f'button.asset[data-asset="{audio.name}"]')).to_have_count(0)
     names = [a["filename"] for a in ui_server.graphql("{ assets { filename } }")["assets"]]
     assert audio.name not in names
+
+
+def test_job_queue_catches_up_after_a_dropped_stream(page, ui_server, proxy, clip_cache):
+    clip = place_clip(ui_server.media_in, clip_cache, "dropped", seconds=10.0, size="640x360", gop=25)
+    scan_and_select(page, ui_server, clip.name)  # through the server, to register the clip
+    page.goto(f"{proxy.url}/")
+    page.locator(f'button.asset[data-asset="{clip.name}"]').click()
+    expect(page.locator(".queue .live")).to_have_attribute("data-state", "live")
+    page.get_by_label("Preset").select_option(label="h264-1080p (mp4)")
+    with page.expect_response(is_graphql_mutation("createJob")) as created:
+        page.get_by_role("button", name="Transcode", exact=True).click()
+    job_id = create_job_id(created.value)
+    row = job_row(page, job_id)
+    expect(row).to_have_attribute("data-status", "processing", timeout=30_000)
+
+    assert proxy.drop_all() > 0
+    expect(page.locator(".queue .live")).to_have_attribute("data-state", re.compile("reconnecting|connecting"))
+    expect(page.locator(".queue .live")).to_have_attribute("data-state", "live", timeout=15_000)
+    expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")

@@ -11,3 +11,11 @@ def register_executors(register):
     from mpr_gcp.executor import GcpExecutor
 
     register("gcp", GcpExecutor)
+
+
+@hookimpl
+def register_commands(cli):
+    """``mpr gcp-poll``: catch executions that ended without calling back."""
+    from mpr_gcp.commands import poll_command
+
+    cli.add_command(poll_command)

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from mpr import jobs
-from mpr.errors import ExecutorError, InvalidTransition, MprError
+from mpr.errors import ConfigError, ExecutorError, InvalidTransition, MprError
 from mpr.models import FINAL_STATUSES, JobStatus
 from mpr.presets import SOURCE_CONTAINER, Preset
-from mpr_gcp.settings import GcpSettings, get_gcp_settings
+from mpr_gcp.settings import LOCAL_HOSTS, GcpSettings, get_gcp_settings
 from mpr_gcp.spec import TaskSpec
 
 if TYPE_CHECKING:
@@ -109,7 +111,12 @@ class GcpExecutor:
             index = index_video(path)
         if index is None:
             return [], 0.0
-        chunks = plan_from_index(index, job.chunk_seconds or self.settings.chunk_seconds)
+        seconds = job.chunk_seconds or self.settings.chunk_seconds
+        chunks = plan_from_index(index, seconds)
+        if len(chunks) > self.gcp.max_chunks:
+            # keep the execution within MPR_GCP_MAX_CHUNKS tasks (and its env overrides small): longer chunks
+            seconds *= math.ceil(len(chunks) / self.gcp.max_chunks)
+            chunks = plan_from_index(index, seconds)
         # as the local pipeline: the concat shifts video when the source's first frame is not at 0
         video_start = max(0.0, index.frame_us[0] / 1_000_000) if chunks and chunks[0].start == 0 else 0.0
         return chunks, video_start
@@ -148,6 +155,17 @@ class GcpExecutor:
             overrides.timeout = duration_pb2.Duration(seconds=self.gcp.task_timeout)
         return run_v2.RunJobRequest(name=self.gcp.require_job(), overrides=overrides)
 
+    def check_callback_settings(self) -> None:
+        """ConfigError unless the tasks can call back: a secret, and a public URL Cloud Run can reach."""
+        if not self.settings.callback_secret:
+            raise ConfigError("MPR_EXECUTOR=gcp needs MPR_CALLBACK_SECRET (the Cloud Run job signs its callbacks)")
+        host = urlsplit(self.settings.public_url).hostname or ""
+        if not self.gcp.endpoint_is_local and (host in LOCAL_HOSTS or host.startswith("127.")):
+            raise ConfigError(
+                f"MPR_PUBLIC_URL is {self.settings.public_url}, which Cloud Run tasks cannot reach: "
+                "set it to this server's public https URL"
+            )
+
     # --- Executor protocol -----------------------------------------------
 
     async def submit(self, job: TranscodeJob) -> str | None:
@@ -157,6 +175,7 @@ class GcpExecutor:
         Raises ExecutorError when the source cannot be planned or the API refuses.
         """
         self.gcp.require_job()
+        self.check_callback_settings()
         try:
             chunks, video_start = await asyncio.to_thread(self.plan, job)
         except MprError as exc:

@@ -65,6 +65,8 @@ class GcpSettings:
     """How often the concat task looks for finished chunks."""
     callback_grace: float = 60.0
     """``poll``: an execution finished this long ago whose job is not final never called back."""
+    max_chunks: int = 1000
+    """At most this many chunk tasks per execution; longer sources get longer chunks."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GcpSettings:
@@ -93,6 +95,7 @@ class GcpSettings:
             work_prefix=prefix,
             poll_seconds=max(0.05, poll),
             callback_grace=grace,
+            max_chunks=_int(env, "MPR_GCP_MAX_CHUNKS", cls.max_chunks, minimum=1),
         )
 
     @property

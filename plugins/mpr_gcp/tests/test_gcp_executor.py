@@ -18,6 +18,8 @@ from mpr.presets import Preset
 from .conftest import FAST, JOB, ffmpeg_wrapper
 
 pytestmark = pytest.mark.timeout(240)
+# the end-to-end path runs on both databases in the first tests; failure paths on SQLite only (CPU time)
+SQLITE_ONLY = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 
 
 def video_pts(path: Path) -> list[float]:
@@ -130,6 +132,7 @@ async def test_chunked_job_runs_one_task_per_chunk_and_completes_frame_exact(mpr
     assert (await TranscodeJob.get(id=job.id)).status == JobStatus.COMPLETED
 
 
+@SQLITE_ONLY
 async def test_task_failing_every_attempt_fails_the_job_with_its_error(mpr_app, cloud_run, gcs, gop_clip, tmp_path):
     from mpr.executors import get_executor
 
@@ -152,6 +155,7 @@ async def test_task_failing_every_attempt_fails_the_job_with_its_error(mpr_app, 
     assert not await asyncio.to_thread(gcs.storage("out").exists, "clip-gcp.mp4")
 
 
+@SQLITE_ONLY
 async def test_cancel_mid_run_stops_tasks_and_job_is_cancelled(mpr_app, cloud_run, gcs, gop_clip, tmp_path):
     from mpr import jobs
     from mpr.executors import get_executor
@@ -185,6 +189,7 @@ async def test_cancel_mid_run_stops_tasks_and_job_is_cancelled(mpr_app, cloud_ru
     assert not await asyncio.to_thread(gcs.storage("out").exists, "clip-gcp.mp4")
 
 
+@SQLITE_ONLY
 async def test_single_pass_job_runs_one_task(mpr_app, cloud_run, gcs, gop_clip):
     from mpr.executors import get_executor
 
@@ -247,6 +252,7 @@ async def test_create_job_through_graphql_runs_on_cloud_run(mpr_app, cloud_run, 
         assert len(video_pts(result)) == 75
 
 
+@SQLITE_ONLY
 async def test_retry_after_a_failed_chunk_reruns_only_that_chunk(mpr_app, cloud_run, gcs, gop_clip, tmp_path):
     from mpr import service
 

@@ -192,3 +192,89 @@ async def test_poll_fails_a_job_whose_execution_ended_without_a_callback(db, clo
     assert failed.status == JobStatus.FAILED and expected in failed.error
     # the execution is over: cancelling it again is harmless
     await executor.cancel(failed)
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_gcp_poll_fails_only_running_gcp_jobs_whose_execution_is_over(db, cloud_run):
+    """``mpr gcp-poll``'s work: a dead execution fails its job; a running one is left alone."""
+    import asyncio
+
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.watch import poll_processing
+
+    from mpr import jobs
+    from mpr.settings import get_settings
+
+    executor = GcpExecutor(get_settings())
+    names = {}
+    for code in ("raise SystemExit(7)", "import time; time.sleep(30)"):
+        cloud_run.command = [sys.executable, "-c", code]
+        job = (
+            await _job(None)
+            if not names
+            else await TranscodeJob.create(
+                source_asset=None,
+                source_path="a.mp4",
+                preset_snapshot=FAST.to_dict(),
+                output_path="b-out.mp4",
+                executor="gcp",
+            )
+        )
+        await jobs.transition(job.id, JobStatus.PROCESSING)
+        op = await asyncio.to_thread(
+            executor.jobs_client.run_job, request=executor.run_request(executor.task_spec(job, []))
+        )
+        await TranscodeJob.filter(id=job.id).update(external_id=op.metadata.name)
+        names[code] = (job.id, op.metadata.name)
+    dead_id, dead_name = names["raise SystemExit(7)"]
+    live_id, live_name = names["import time; time.sleep(30)"]
+    await asyncio.to_thread(cloud_run.wait, dead_name)
+
+    states = await poll_processing(executor)
+    assert states == {str(dead_id): "failed", str(live_id): "processing"}
+    dead = await TranscodeJob.get(id=dead_id)
+    assert dead.status == JobStatus.FAILED and "exit code 7" in dead.error
+    assert (await TranscodeJob.get(id=live_id)).status == JobStatus.PROCESSING
+    await executor.cancel(await TranscodeJob.get(id=live_id))
+    await asyncio.to_thread(cloud_run.wait, live_name, 30)
+
+
+@pytest.mark.parametrize(
+    ("secret", "public_url", "message"),
+    [
+        (None, "https://mpr.example.com", "MPR_CALLBACK_SECRET"),
+        ("s3cret", "http://127.0.0.1:8702", "Cloud Run tasks cannot reach"),
+        ("s3cret", "http://localhost:8702", "Cloud Run tasks cannot reach"),
+    ],
+)
+async def test_submit_refuses_when_the_tasks_could_not_call_back(sqlite_db, secret, public_url, message):
+    import dataclasses
+
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+
+    from mpr.settings import get_settings
+
+    job = await _job(None)
+    settings = dataclasses.replace(get_settings(), callback_secret=secret, public_url=public_url)
+    with pytest.raises(ConfigError, match=message):
+        await GcpExecutor(settings, GcpSettings(job=JOB)).submit(job)
+    assert (await TranscodeJob.get(id=job.id)).status == JobStatus.PENDING
+
+
+async def test_long_sources_get_longer_chunks_to_stay_within_max_chunks(sqlite_db, media, gop_clip):
+    import shutil
+
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+
+    from mpr.settings import get_settings
+
+    shutil.copy(gop_clip, media["in"] / "a.mp4")
+    job = await _job(None)
+    job.chunked, job.chunk_seconds = True, 1.0
+    chunks, _ = GcpExecutor(get_settings(), GcpSettings(job=JOB)).plan(job)
+    assert [(c.start, c.end) for c in chunks] == [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]
+    chunks, _ = GcpExecutor(get_settings(), GcpSettings(job=JOB, max_chunks=2)).plan(job)
+    assert [(c.start, c.end) for c in chunks] == [(0.0, 2.0), (2.0, 3.0)]
+    assert sum(c.frames for c in chunks) == 75

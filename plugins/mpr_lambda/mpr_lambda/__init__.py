@@ -11,3 +11,11 @@ def register_executors(register):
     from mpr_lambda.executor import LambdaExecutor
 
     register("lambda", LambdaExecutor)
+
+
+@hookimpl
+def register_commands(cli):
+    """``mpr lambda-poll``: catch executions that ended without calling back."""
+    from mpr_lambda.commands import poll_command
+
+    cli.add_command(poll_command)

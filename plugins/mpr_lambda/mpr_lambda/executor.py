@@ -47,9 +47,7 @@ def execution_input(job: TranscodeJob, settings: Settings, lambda_settings: Lamb
     """
     for name, root in (("MEDIA_IN", settings.media_in), ("MEDIA_OUT", settings.media_out)):
         if scheme_of(root) not in ("s3", "gs"):
-            raise ExecutorError(
-                f"the lambda executor needs {name} in a bucket (s3://bucket/prefix/), got {root!r}"
-            )
+            raise ExecutorError(f"the lambda executor needs {name} in a bucket (s3://bucket/prefix/), got {root!r}")
     output_url = join_url(settings.media_out, job.output_path)
     if lambda_settings.work_url:
         work_root = lambda_settings.work_url
@@ -110,8 +108,11 @@ class LambdaExecutor:
         arn = await asyncio.to_thread(self._start, payload, name)
         try:
             await jobs.transition(
-                job.id, JobStatus.PROCESSING, allowed_from=frozenset({JobStatus.PENDING}),
-                message=f"started Step Functions execution {name}", external_id=arn,
+                job.id,
+                JobStatus.PROCESSING,
+                allowed_from=frozenset({JobStatus.PENDING}),
+                message=f"started Step Functions execution {name}",
+                external_id=arn,
             )
         except InvalidTransition:
             # cancelled while we were starting it: do not leave the execution running
@@ -170,3 +171,22 @@ def _describe(exc: Exception) -> str:
         return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip(": ")
     return f"{exc.__class__.__name__}: {exc}"
 
+
+async def poll_processing(executor: LambdaExecutor | None = None) -> dict[str, str]:
+    """Poll every PROCESSING lambda job with an execution (``mpr lambda-poll``); ``{job id: status}``.
+
+    Jobs whose execution ended without calling back become FAILED (see :meth:`LambdaExecutor.poll`).
+    """
+    from mpr.executors import get_executor
+    from mpr.models import TranscodeJob
+
+    executor = executor or get_executor("lambda")
+    states: dict[str, str] = {}
+    running = await TranscodeJob.filter(status=JobStatus.PROCESSING, executor="lambda", external_id__isnull=False)
+    for job in running:
+        try:
+            states[str(job.id)] = await executor.poll(job) or "unknown"
+        except ExecutorError as exc:
+            log.warning("job %s: %s", job.id, exc)
+            states[str(job.id)] = f"error: {exc}"
+    return states

@@ -173,7 +173,9 @@ def plan(event: dict, context: Any = None) -> dict:
         has_audio = _has_audio(source)
         duration = (idx.end_us - idx.frame_us[0]) / 1e6 if idx else _duration(source)
         trimmed = job.get("trim_start") is not None or job.get("trim_end") is not None
-        chunkable = idx is not None and preset.video_codec not in (None, "copy") and preset.container != SOURCE_CONTAINER
+        chunkable = (
+            idx is not None and preset.video_codec not in (None, "copy") and preset.container != SOURCE_CONTAINER
+        )
         info: dict[str, Any] = {"ext": ext, "duration": duration, "source_size": source.stat().st_size}
         if trimmed or not chunkable:
             if preset.video_codec not in (None, "copy") and idx is not None:
@@ -194,8 +196,9 @@ def plan(event: dict, context: Any = None) -> dict:
         items: list[dict[str, Any]] = [{"kind": "video", **c.to_dict()} for c in chunks]
         if preset.audio_codec is not None and has_audio:
             items.append({"kind": "audio"})
-        info.update(mode="chunked", chunk_seconds=seconds, video_start=video_start,
-                    total=sum(c.duration for c in chunks))
+        info.update(
+            mode="chunked", chunk_seconds=seconds, video_start=video_start, total=sum(c.duration for c in chunks)
+        )
         log.info("job %s: %d chunks of ~%.1fs", job["job_id"], len(chunks), seconds)
         return {"items": items, "info": info}
 
@@ -234,7 +237,10 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     kind = item.get("kind", "video")
     if kind == "video":
         chunk = Chunk.from_dict(item)
-        name, what = f"chunk_{chunk.index:05d}.{ext}", f"encode chunk {chunk.index} ({chunk.start:.3f}-{chunk.end:.3f} s)"
+        name, what = (
+            f"chunk_{chunk.index:05d}.{ext}",
+            f"encode chunk {chunk.index} ({chunk.start:.3f}-{chunk.end:.3f} s)",
+        )
     elif kind == "audio":
         chunk, name, what = None, f"audio.{ext}", "encode audio"
     elif kind == "whole":
@@ -299,7 +305,10 @@ def concat(event: dict, context: Any = None) -> dict:
             local = tmp / ("output." + info.get("ext", Path(out_key).suffix.lstrip(".") or "mp4"))
             try:
                 concat_chunks(
-                    paths, audio_path, local, preset,
+                    paths,
+                    audio_path,
+                    local,
+                    preset,
                     durations=[float(e["duration"]) for e in videos],
                     video_start=float(info.get("video_start") or 0.0),
                     total=info.get("total"),

@@ -46,7 +46,7 @@ class LambdaSettings:
     chunk_seconds: float | None = None  # default: the job's, else MPR_CHUNK_SECONDS
     timeout: float = 900.0  # Lambda's hard limit per invocation
     min_speed: float = 0.5  # the slowest encode speed (x realtime) we plan for
-    max_chunks: int = 1000
+    max_chunks: int = 400  # keeps the Concat payload (plan + results) under the 256 KB state limit
     tmp_dir: str = "/tmp"
     tmp_bytes: int = 512 * 1024 * 1024  # Lambda's default ephemeral storage
     callback_secret: str | None = None
@@ -59,13 +59,19 @@ class LambdaSettings:
         env = os.environ if env is None else env
         arn = (env.get("MPR_SFN_STATE_MACHINE_ARN") or "").strip() or None
         if arn and not arn.startswith("arn:"):
-            raise ConfigError(f"MPR_SFN_STATE_MACHINE_ARN must be a state machine ARN (arn:aws:states:...), got {arn!r}")
+            raise ConfigError(
+                f"MPR_SFN_STATE_MACHINE_ARN must be a state machine ARN (arn:aws:states:...), got {arn!r}"
+            )
         work_url = (env.get("MPR_SFN_WORK_URL") or "").strip() or None
         if work_url and not work_url.startswith(("s3://", "gs://")):
             raise ConfigError(f"MPR_SFN_WORK_URL must be an s3:// URL, got {work_url!r}")
         arn_region = arn.split(":")[3] if arn and arn.count(":") >= 4 else ""
         region = (
-            env.get("MPR_SFN_REGION") or arn_region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+            env.get("MPR_SFN_REGION")
+            or arn_region
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
         )
         chunk = env.get("MPR_LAMBDA_CHUNK_SECONDS")
         return cls(
@@ -76,7 +82,7 @@ class LambdaSettings:
             chunk_seconds=_float(env, "MPR_LAMBDA_CHUNK_SECONDS", 0.0, 0.5) if chunk else None,
             timeout=_float(env, "MPR_LAMBDA_TIMEOUT", 900.0, 10.0),
             min_speed=_float(env, "MPR_LAMBDA_MIN_SPEED", 0.5, 0.01),
-            max_chunks=int(_float(env, "MPR_LAMBDA_MAX_CHUNKS", 1000, 1)),
+            max_chunks=int(_float(env, "MPR_LAMBDA_MAX_CHUNKS", 400, 1)),
             tmp_dir=(env.get("MPR_LAMBDA_TMP_DIR") or "/tmp"),
             tmp_bytes=int(_float(env, "MPR_LAMBDA_TMP_MB", 512, 64) * 1024 * 1024),
             callback_secret=(env.get("MPR_CALLBACK_SECRET") or None),

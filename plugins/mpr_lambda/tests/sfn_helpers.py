@@ -27,14 +27,15 @@ def _zip() -> bytes:
     return buf.getvalue()
 
 
-def deploy(server: Any, definition: dict, *, skip: tuple[str, ...] = (), execute: bool = True) -> dict[str, str]:
+def deploy(server: Any, definition: dict, *, execute: bool | None = None) -> dict[str, str]:
     """Create the Lambdas (docker-free) and the state machine; return {"arn": ..., <placeholder>: fn arn}.
 
-    ``skip`` names placeholders whose function is not created. ``execute=False``: moto only
-    records executions (RUNNING until stopped) instead of interpreting them; the setting picks
-    a different moto backend, so it must be made before the state machine is created.
+    ``execute=False``: moto only records executions (RUNNING until stopped) instead of
+    interpreting them (default: as MOTO_CONFIG says, i.e. interpret). The setting picks a
+    different moto backend, so it is made before the state machine is created.
     """
-    server.configure({**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": execute}})
+    config = MOTO_CONFIG if execute is None else {**MOTO_CONFIG, "stepfunctions": {"execute_state_machine": execute}}
+    server.configure(config)
     suffix = uuid.uuid4().hex[:8]
     iam = server.client("iam")
     role = iam.create_role(
@@ -45,9 +46,6 @@ def deploy(server: Any, definition: dict, *, skip: tuple[str, ...] = (), execute
     arns: dict[str, str] = {}
     for placeholder, short in FUNCTIONS.items():
         name = f"mpr-{short}-{suffix}"
-        if placeholder in skip:
-            arns[placeholder] = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
-            continue
         fn = lam.create_function(
             FunctionName=name, Runtime="python3.12", Role=role, Handler="handler.handler", Code={"ZipFile": _zip()}
         )

@@ -12,7 +12,7 @@ import yaml
 from cfnlint.api import ManualArgs, lint, lint_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asl_player import _CfnLoader, handlers_from_template  # noqa: E402
+from asl_player import _CfnLoader, handlers_from_template
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "aws"
 TEMPLATE = DEPLOY / "template.yaml"
@@ -21,7 +21,7 @@ LINT = ManualArgs(regions=["us-east-1"])
 
 
 def template() -> dict:
-    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
 
 
 def placeholders() -> set[str]:
@@ -71,9 +71,9 @@ def test_every_next_and_catch_target_exists() -> None:
 
 
 def test_template_substitutes_every_asl_placeholder_with_a_real_handler() -> None:
-    machine = next(
-        r for r in template()["Resources"].values() if r["Type"] == "AWS::Serverless::StateMachine"
-    )["Properties"]
+    machine = next(r for r in template()["Resources"].values() if r["Type"] == "AWS::Serverless::StateMachine")[
+        "Properties"
+    ]
     assert machine["DefinitionUri"] == ASL.name
     assert set(machine["DefinitionSubstitutions"]) == placeholders()
     handlers = handlers_from_template(TEMPLATE)

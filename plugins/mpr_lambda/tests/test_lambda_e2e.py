@@ -23,8 +23,8 @@ from conftest import free_port, make_clip
 from mpr.settings import get_settings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from asl_player import Player, handlers_from_template  # noqa: E402
-from sfn_helpers import deploy  # noqa: E402
+from asl_player import Player, handlers_from_template
+from sfn_helpers import deploy
 
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy" / "aws"
 SECRET = "e2e-callback-secret"
@@ -190,9 +190,7 @@ async def test_ffmpeg_error_in_one_chunk_fails_the_job_with_the_ffmpeg_message(s
     assert "ffmpeg" in final["error"].lower()  # ffmpeg's own words reach the user
 
 
-async def test_callback_with_bad_signature_is_rejected_and_the_job_is_not_completed(
-    stack, asl, monkeypatch
-) -> None:
+async def test_callback_with_bad_signature_is_rejected_and_the_job_is_not_completed(stack, asl, monkeypatch) -> None:
     job, data = await submit(stack, chunk_seconds=3.0)  # one chunk: quick to reach the callback
     monkeypatch.setenv("MPR_CALLBACK_SECRET", "not-the-secret")  # the Lambdas' secret is wrong
     run = await asyncio.to_thread(stack.player(job["externalId"], asl).run, data, job["externalId"])

@@ -10,16 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from mpr_lambda.executor import LambdaExecutor
 
 from mpr import jobs
 from mpr.errors import ConfigError, ExecutorError
 from mpr.executors import get_executor
 from mpr.models import AssetKind, JobStatus, MediaAsset, TranscodeJob
 from mpr.settings import get_settings
-from mpr_lambda.executor import LambdaExecutor
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sfn_helpers import deploy, entered, history, queue_results, wait  # noqa: E402
+from sfn_helpers import deploy, entered, history, queue_results, wait
 
 SECRET = "s3cr3t-callback-key-never-in-input"
 PLAN_ONE = {"items": [{"kind": "video", "index": 0, "start": 0.0, "end": 3.0, "frames": 75}], "info": {"ext": "mp4"}}
@@ -55,6 +55,23 @@ async def make_job(path: str = "shows/clip one.mp4", **fields) -> TranscodeJob:
         "chunk_seconds": 4.0,
     }
     return await TranscodeJob.create(**{**defaults, **fields})
+
+
+def test_register_executors_hook_registers_lambda_and_the_poll_command(media) -> None:
+    import click
+    import mpr_lambda
+
+    from mpr.plugins import load_plugins
+
+    registered: dict = {}
+    mpr_lambda.register_executors(register=lambda name, cls: registered.setdefault(name, cls))
+    assert registered == {"lambda": LambdaExecutor}
+    registry = load_plugins()  # through the `mpr` entry point
+    assert registry.executors["lambda"] is LambdaExecutor
+    assert registry.owners[("executor", "lambda")] in ("mpr-lambda", "mpr_lambda")
+    group = click.Group()
+    mpr_lambda.register_commands(cli=group)
+    assert list(group.commands) == ["lambda-poll"]
 
 
 async def test_submit_starts_an_execution_with_a_complete_input_and_no_secret(
@@ -166,7 +183,14 @@ async def test_poll_fails_a_job_whose_execution_died_without_calling_back(
     assert info["status"] == "FAILED"
     job = await TranscodeJob.get(id=job.id)
     assert job.status == JobStatus.PROCESSING  # the failure callback (an echo here) reached nobody
-    assert await executor.poll(job) == "FAILED"
+    from click.testing import CliRunner
+
+    from mpr.cli import cli, load_plugin_commands
+
+    load_plugin_commands()  # what `mpr` does before parsing: the plugin adds `lambda-poll`
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["lambda-poll"])  # what cron would run
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{job.id} FAILED"
     job = await TranscodeJob.get(id=job.id)
     assert job.status == JobStatus.FAILED
     assert "without calling back" in job.error and "MPR.JobFailed" in job.error

@@ -7,14 +7,14 @@ import json
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
+from typing import ClassVar
 
 import av
 import pytest
-
-from mpr import callbacks
 from mpr_lambda import handler
 from mpr_lambda.settings import LambdaSettings
+
+from mpr import callbacks
 
 
 def test_chunk_length_keeps_each_chunk_well_within_the_timeout() -> None:
@@ -30,7 +30,9 @@ def test_chunk_length_keeps_each_chunk_well_within_the_timeout() -> None:
 def test_error_message_reads_lambda_and_states_errors() -> None:
     cause = json.dumps({"errorMessage": "encode chunk 2 failed: boom", "errorType": "StepFailed"})
     assert handler.error_message({"Error": "StepFailed", "Cause": cause}) == "encode chunk 2 failed: boom"
-    assert handler.error_message({"Error": "States.Timeout", "Cause": "took too long"}) == "States.Timeout: took too long"
+    assert (
+        handler.error_message({"Error": "States.Timeout", "Cause": "took too long"}) == "States.Timeout: took too long"
+    )
     assert handler.error_message({"Error": "Lambda.Unknown"}) == "Lambda.Unknown"
     assert "failed" in handler.error_message(None)
 
@@ -48,8 +50,13 @@ def job_env(moto_server, s3_bucket, tmp_path, monkeypatch) -> dict:
             "output_url": f"s3://{s3_bucket}/out/tone-aac.m4a",
             "output_key": "tone-aac.m4a",
             "work_url": f"s3://{s3_bucket}/mpr-work/{job_id}/0/",
-            "preset": {"name": "aac", "container": "m4a", "video_codec": None, "audio_codec": "aac",
-                       "audio_bitrate": "96k"},
+            "preset": {
+                "name": "aac",
+                "container": "m4a",
+                "video_codec": None,
+                "audio_codec": "aac",
+                "audio_bitrate": "96k",
+            },
             "trim_start": 0.5,
             "trim_end": 1.5,
             "chunk_seconds": 10.0,
@@ -105,9 +112,9 @@ def test_callback_secret_comes_from_ssm_when_not_in_the_environment(moto_server,
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         try:
             callbacks.verify(dict(self.headers), body, "hook-secret")
@@ -139,8 +146,12 @@ def test_callbacks_are_signed_and_carry_status_output_and_error(monkeypatch) -> 
         handler.failure({"job": job, "error": {"Error": "StepFailed", "Cause": cause}, "execution": "e"})
         done, failed = _Receiver.received[-2:]
         assert done["status"] == "completed" and done["output_key"] == "a.mp4" and done["metrics"]["chunks"] == 3
-        assert failed == {"job_id": "j1", "status": "failed", "error": "encode chunk 1 failed: bad",
-                          "metrics": {"execution": "e", "error_type": "StepFailed"}}
+        assert failed == {
+            "job_id": "j1",
+            "status": "failed",
+            "error": "encode chunk 1 failed: bad",
+            "metrics": {"execution": "e", "error_type": "StepFailed"},
+        }
         monkeypatch.setenv("MPR_CALLBACK_SECRET", "wrong")
         with pytest.raises(handler.CallbackRejected, match="HTTP 401"):
             handler.callback({"job": job, "result": {}, "execution": "e"})
@@ -150,3 +161,28 @@ def test_callbacks_are_signed_and_carry_status_output_and_error(monkeypatch) -> 
         handler.post_callback(url, {"status": "completed"}, LambdaSettings(callback_secret="x", callback_timeout=2))
     with pytest.raises(handler.CallbackRejected, match="http"):
         handler.post_callback("file:///etc/passwd", {}, LambdaSettings(callback_secret="x"))
+
+
+def test_largest_plan_fits_the_step_functions_payload_limit() -> None:
+    # Concat's input carries the execution input, the plan and every Map result: it must stay
+    # under Step Functions' 256 KB limit even at MPR_LAMBDA_MAX_CHUNKS chunks.
+    n = LambdaSettings().max_chunks
+    bucket = "s3://" + "b" * 63
+    job = {"job_id": str(uuid.uuid4()), "source_url": f"{bucket}/" + "s" * 900, "preset": {"extra": {"x": "y" * 200}}}
+    items = [
+        {"kind": "video", "index": i, "start": i * 225.04, "end": (i + 1) * 225.04, "frames": 13502} for i in range(n)
+    ]
+    results = [
+        {
+            "kind": "video",
+            "index": i,
+            "url": f"{bucket}/mpr-work/{job['job_id']}/12/chunk_{i:05d}.webm",
+            "duration": 225.04,
+            "size": 123_456_789,
+            "seconds": 431.125,
+            "reused": False,
+        }
+        for i in range(n)
+    ]
+    payload = {"job": job, "plan": {"items": [*items, {"kind": "audio"}], "info": {"ext": "webm"}}, "encoded": results}
+    assert len(json.dumps(payload).encode()) < 256 * 1024

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sfn_helpers import deploy, entered, history, queue_results, wait  # noqa: E402
+from sfn_helpers import deploy, entered, history, queue_results, wait
 
 
 def job_input(**over) -> dict:

@@ -425,6 +425,12 @@ def start_embedded_worker(settings: Settings) -> WorkerHandle:
     return WorkerHandle(settings).start()
 
 
+async def _check_database() -> None:
+    from mpr.models import TranscodeJob
+
+    await TranscodeJob.all().limit(1).values_list("id", flat=True)
+
+
 def run_worker(settings: Settings) -> None:
     """``mpr worker``: open the database, load plugins (event sinks), run a worker in the foreground."""
     from mpr.db import close_portal, get_portal
@@ -433,10 +439,12 @@ def run_worker(settings: Settings) -> None:
 
     load_plugins(settings)
     try:
-        get_portal(settings)
+        get_portal(settings).call(_check_database(), timeout=30)
     except Exception as exc:
         url = settings.database_url.split("@")[-1]  # no credentials in the message
-        raise ConfigError(f"cannot open the database ({url}) set by MPR_DATABASE_URL: {exc}") from exc
+        raise ConfigError(
+            f"cannot use the database {url} (MPR_DATABASE_URL): {exc}; is it running and migrated (mpr migrate)?"
+        ) from exc
     try:
         WorkerHandle(settings).run()
     finally:

@@ -30,6 +30,15 @@ async def wait_for(job_id, *statuses: JobStatus, timeout: float = 60.0, progress
         await asyncio.sleep(0.05)
 
 
+async def all_events(job_id: str, timeout: float = 5.0) -> list:
+    """The job's events up to its final status event (the row changes a moment before the event is out)."""
+    events: list = []
+    deadline = time.monotonic() + timeout
+    while not any(e.final for e in events) and time.monotonic() < deadline:
+        events += await get_bus().fetch(job_id, events[-1].seq if events else 0, wait=0.5)
+    return events
+
+
 def ffmpeg_pids(marker: str) -> list[int]:
     """Pids of ffmpeg processes whose command line mentions ``marker`` (the job's temp output name)."""
     pids = []
@@ -63,7 +72,7 @@ async def test_job_goes_pending_processing_completed_with_output_and_events(db, 
     assert job.progress == 100 and job.attempts == 1
     assert job.worker.split(":")[1] == str(os.getpid()) and job.started_at <= job.finished_at
 
-    events = await get_bus().fetch(str(job.id), 0)
+    events = await all_events(str(job.id))
     statuses = [e.status for e in events if e.type == "status"]
     assert statuses == ["processing", "completed"]
     progress = [e for e in events if e.type == "progress"]

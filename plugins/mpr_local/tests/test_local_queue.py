@@ -102,3 +102,22 @@ def test_plugin_registers_local_executor_and_worker_command(media):
     group = click.Group("mpr")
     plugin_manager().hook.register_commands(cli=group)
     assert "worker" in group.commands
+
+
+def test_worker_command_refuses_an_unmigrated_database_with_a_clear_error(media):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "mpr"), "worker"],
+        env={**os.environ, "MPR_DATABASE_URL": f"sqlite://{media['var'] / 'empty.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "cannot use the database" in proc.stderr and "mpr migrate" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -10,8 +10,10 @@ fixture is used.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,30 +61,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    """moto's ThreadedMotoServer on a free port, with fake AWS credentials in the environment.
+_server: MotoServer | None = None
+_server_lock = threading.Lock()
 
-    ``MOTO_PORT`` is set so moto's own internal calls (Step Functions → Lambda)
-    reach this server.
+
+def start_moto_server() -> MotoServer:
+    """The process's moto server (ThreadedMotoServer on a free port), started on first use.
+
+    One per process even when several conftests import the fixture, so
+    ``MOTO_PORT`` (which moto's Step Functions uses to reach its own Lambda)
+    always names the server in use. Fake AWS credentials are put in the
+    environment; the server stops when the process exits.
     """
-    from moto.server import ThreadedMotoServer
+    global _server
+    with _server_lock:
+        if _server is None:
+            from moto.server import ThreadedMotoServer
 
-    port = _free_port()
-    saved = {k: os.environ.get(k) for k in [*AWS_TEST_ENV, "MOTO_PORT"]}
-    os.environ.update(AWS_TEST_ENV)
-    os.environ["MOTO_PORT"] = str(port)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield MotoServer(url=f"http://127.0.0.1:{port}", port=port)
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+            port = _free_port()
+            os.environ.update(AWS_TEST_ENV)
+            os.environ["MOTO_PORT"] = str(port)
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            atexit.register(server.stop)
+            _server = MotoServer(url=f"http://127.0.0.1:{port}", port=port)
+        return _server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> MotoServer:
+    """moto's server for S3, Step Functions, Lambda, IAM and SSM (see :func:`start_moto_server`)."""
+    return start_moto_server()
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from mpr.storage import reset_storage
 
 async def rows() -> dict[str, dict]:
     return {
-        a.path: {k: getattr(a, k) for k in MediaAsset._meta.fields_map if k != "jobs"}
-        for a in await MediaAsset.all()
+        a.path: {k: getattr(a, k) for k in MediaAsset._meta.fields_map if k != "jobs"} for a in await MediaAsset.all()
     }
 
 

@@ -79,7 +79,8 @@ export function WorkerLanes({ state, expectedWorkers }: { state: PipelineState; 
 }
 
 function polyline(samples: Sample[], key: "fps" | "speed", w: number, h: number): string {
-  if (samples.length < 2) return "";
+  if (samples.length === 0) return "";
+  if (samples.length === 1) samples = [samples[0], { ...samples[0], ts: samples[0].ts + 1 }];
   const t0 = samples[0].ts;
   const t1 = samples[samples.length - 1].ts;
   const max = Math.max(...samples.map((s) => s[key]), 0.001);
@@ -90,7 +91,7 @@ function polyline(samples: Sample[], key: "fps" | "speed", w: number, h: number)
 
 /** fps and speed over time (job-level samples, else per-chunk ones). */
 export function Sparkline({ state, sourceFps }: { state: PipelineState; sourceFps: number }) {
-  const raw = state.jobSamples.length >= 2 ? state.jobSamples : state.chunkSamples;
+  const raw = state.jobSamples.length ? state.jobSamples : state.chunkSamples;
   // Without an fps figure in the events, frames per second = speed × the source's frame rate.
   const samples = useMemo(
     () => raw.map((s) => (s.fps || !sourceFps ? s : { ...s, fps: s.speed * sourceFps })),

@@ -104,6 +104,7 @@ export function thumbnailUrl(asset: Asset, t: number, w: number): string {
 /** The preset a form starts with: an H.264 one if there is one, else the first that encodes video. */
 export function defaultPreset(presets: Preset[]): Preset | undefined {
   return (
+    presets.find((p) => p.name === "h264-720p") ??
     presets.find((p) => p.name.startsWith("h264")) ??
     presets.find((p) => p.videoCodec && p.videoCodec !== "copy") ??
     presets[0]

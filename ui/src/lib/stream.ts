@@ -83,13 +83,17 @@ export function followStream(options: ResumableOptions): () => void {
       try {
         const call = options.open(stats.lastSequence, rpcOptions(attempt.signal));
         publish({ state: stats.reconnects ? "reconnecting" : "connecting" });
+        // Response headers arrive as soon as the server accepts the stream, before any event.
+        const connected = () => {
+          if (delivered) return;
+          delivered = true;
+          delay = 300;
+          publish({ state: "live", error: "" });
+          if (stats.reconnects) options.onReconnected?.();
+        };
+        call.headers.then(connected, () => undefined);
         for await (const event of call.responses) {
-          if (!delivered) {
-            delivered = true;
-            delay = 300;
-            publish({ state: "live", error: "" });
-            if (stats.reconnects) options.onReconnected?.();
-          }
+          connected();
           const seq = Number(event.sequence);
           if (seq <= stats.lastSequence) {
             stats.duplicates += 1;
@@ -103,7 +107,6 @@ export function followStream(options: ResumableOptions): () => void {
           if (options.isLast?.(event)) done = true;
         }
         await call.status;
-        if (!delivered && stats.reconnects) options.onReconnected?.();
         if (options.isLast && !done) {
           // The server closed the stream before the job's final event: resume.
           throw new Error("stream closed before the job finished");

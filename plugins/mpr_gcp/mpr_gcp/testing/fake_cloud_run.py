@@ -123,6 +123,8 @@ class FakeExecution:
     env: dict[str, str]
     args: list[str] | None
     tasks: list[FakeTask]
+    command: list[str] = field(default_factory=list)
+    base_env: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     started: float | None = None
     completed: float | None = None
@@ -328,6 +330,9 @@ class FakeCloudRun:
             env=env,
             args=args,
             tasks=[FakeTask(i) for i in range(task_count)],
+            # the job's container as it was when the execution started
+            command=list(self.command),
+            base_env=dict(self.env),
         )
         self.executions[name] = execution
         self.operations[execution.operation] = execution
@@ -375,7 +380,7 @@ class FakeCloudRun:
 
     def _start(self, execution: FakeExecution, task: FakeTask) -> None:
         env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
-        env.update(self.env)
+        env.update(execution.base_env)
         env.update(execution.env)
         env.update(
             CLOUD_RUN_JOB=execution.job.rsplit("/", 1)[1],
@@ -388,7 +393,7 @@ class FakeCloudRun:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as fh:
             task.proc = subprocess.Popen(
-                [*self.command, *(execution.args or [])],
+                [*execution.command, *(execution.args or [])],
                 env=env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
