@@ -20,13 +20,14 @@ Three implementations run in the same process, same consumer settings:
   event) → a no-op runner in place of ``mpr.execute.run_job`` (no database,
   no ffmpeg: only the dispatch path is measured).
 
-Usage: ``python bench/dispatch.py [-n 500] [-m 2000] [--redis redis://127.0.0.1:6379/0]``
+Usage: ``python bench/dispatch.py [-n 500] [-m 2000] [-r 3] [--redis redis://127.0.0.1:6379/0]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import threading
 import time
@@ -199,38 +200,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=500, help="latency samples (default 500)")
     parser.add_argument("-m", type=int, default=2000, help="throughput tasks (default 2000)")
+    parser.add_argument("-r", "--repeat", type=int, default=1, help="rounds; the table shows medians (default 1)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL ('' to skip Redis)")
     args = parser.parse_args()
 
-    rows: list[Row] = []
+    samples: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="mpr-bench-") as tmp:
         var = Path(tmp)
         base = {"MPR_VAR_DIR": str(var), "MPR_WORKERS": "1", "MPR_DATABASE_URL": f"sqlite://{var / 'mpr.db'}"}
         sqlite_settings = Settings.from_env(base)
+        redis_settings = Settings.from_env({**base, "MPR_REDIS_URL": args.redis}) if args.redis else None
         local = LocalSettings.from_env({"MPR_LOCAL_QUEUE": f"bench_{uuid.uuid4().hex[:8]}"})
-        rows.append(
-            bench_raw(
-                SqliteHuey(f"raw_{uuid.uuid4().hex[:8]}", filename=str(var / "raw.db"), results=False),
-                "raw huey",
-                "sqlite",
-                sqlite_settings,
-                local,
-                args.n,
-                args.m,
-            )
-        )
-        rows.append(bench_mpr("sqlite", sqlite_settings, local, args.n, args.m))
-        if args.redis:
-            redis_settings = Settings.from_env({**base, "MPR_REDIS_URL": args.redis})
+        # Rounds interleave the implementations so that load from other processes hits them alike.
+        for _ in range(args.repeat):
+            raw_sqlite = SqliteHuey(f"raw_{uuid.uuid4().hex[:8]}", filename=str(var / "raw.db"), results=False)
+            samples.append(bench_raw(raw_sqlite, "raw huey", "sqlite", sqlite_settings, local, args.n, args.m))
+            samples.append(bench_mpr("sqlite", sqlite_settings, local, args.n, args.m))
+            if redis_settings is None:
+                continue
             for cls, label in ((RedisHuey, "raw huey"), (PriorityRedisHuey, "raw huey (priority)")):
                 huey = cls(f"raw_{uuid.uuid4().hex[:8]}", url=args.redis, results=False, blocking=True, read_timeout=1)
-                rows.append(bench_raw(huey, label, "redis", redis_settings, local, args.n, args.m))
+                samples.append(bench_raw(huey, label, "redis", redis_settings, local, args.n, args.m))
                 huey.storage.pool.disconnect()
-            rows.append(bench_mpr("redis", redis_settings, local, args.n, args.m))
+            samples.append(bench_mpr("redis", redis_settings, local, args.n, args.m))
+    rows = []
+    for key in dict.fromkeys((r.queue, r.impl) for r in samples):
+        group = [r for r in samples if (r.queue, r.impl) == key]
+        rows.append(
+            Row(
+                *key,
+                *(
+                    statistics.median(getattr(r, f) for r in group)
+                    for f in ("p50_ms", "p99_ms", "submit_per_s", "run_per_s")
+                ),
+            )
+        )
 
     print(
         f"\nDispatch benchmark: latency over {args.n} sequential no-op tasks, throughput over {args.m} "
-        f"no-op tasks (submit, then drain), 1 worker thread, poll {local.poll_interval * 1000:g}-"
+        f"no-op tasks (submit, then drain), median of {args.repeat} round(s), 1 worker thread, poll {local.poll_interval * 1000:g}-"
         f"{local.max_poll_interval * 1000:g} ms (SQLite)\n"
     )
     header = (

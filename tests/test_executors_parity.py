@@ -147,7 +147,11 @@ async def stack(request, moto_server, s3_bucket, sqlite_db, monkeypatch, gop_cli
         ).start()
         backend.cloud_run = cloud_run
         env.update(
-            MPR_GCP_JOB=GCP_JOB, MPR_GCP_API_ENDPOINT=cloud_run.url, MPR_GCP_MAX_RETRIES="1", MPR_GCP_POLL_SECONDS="0.2"
+            MPR_GCP_JOB=GCP_JOB,
+            MPR_GCP_API_ENDPOINT=cloud_run.url,
+            MPR_GCP_MAX_RETRIES="1",
+            MPR_GCP_POLL_SECONDS="0.2",
+            MPR_GCP_WATCH_SECONDS="0.5",
         )
     for k, v in env.items():
         monkeypatch.setenv(k, v)

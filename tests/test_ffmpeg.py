@@ -68,12 +68,12 @@ def test_presets_produce_the_promised_streams(clips, tmp_path: Path, name, ext, 
 
 
 def test_height_preset_never_upscales_and_keeps_aspect(tmp_path: Path) -> None:
-    big = make_clip(tmp_path / "big.mp4", seconds=1.0, size="1920x800", audio=False)
+    big = make_clip(tmp_path / "big.mp4", seconds=0.2, size="1440x900", audio=False)
     out = tmp_path / "o.mp4"
     ffmpeg.run(ffmpeg.build_command(big, out, PRESETS["h264-720p"]))
     r = probe(out)
-    assert r.height == 720 and r.width == 1728  # 1920x800 scaled to height 720, even width
-    small = make_clip(tmp_path / "small.mp4", seconds=1.0, size="320x240", audio=False)
+    assert r.height == 720 and r.width == 1152  # 1440x900 scaled to height 720, aspect kept
+    small = make_clip(tmp_path / "small.mp4", seconds=0.2, size="320x240", audio=False)
     ffmpeg.run(ffmpeg.build_command(small, out, PRESETS["h264-720p"]))
     assert (probe(out).width, probe(out).height) == (320, 240)
 

@@ -13,7 +13,9 @@ export default defineConfig({
     outDir: resolve(import.meta.dirname, "../mpr/static"),
     emptyOutDir: true,
     sourcemap: false,
-    rollupOptions: {
+    rolldownOptions: {
+      // a slow shared machine is not a build problem worth a warning
+      checks: { bundlerTimings: false },
       input: {
         main: resolve(import.meta.dirname, "index.html"),
         chunker: resolve(import.meta.dirname, "chunker/index.html"),

@@ -86,13 +86,13 @@ async def _diff(dialect: str, location: Path) -> tuple[list[str], list[str], dic
             "_downgrade_fk_m2m_index_operators", "_upgrade_m2m", "_downgrade_m2m",
         ):  # fmt: skip
             setattr(Migrate, name, [])
-        Migrate._last_version_content = None  # noqa: SLF001 - aerich keeps state on the class
+        Migrate._last_version_content = None
         await Migrate.init(config, APP, str(location), offline=True)
         current = get_models_describe(APP)
-        last, new = Migrate._exclude_model_name_changes(Migrate._last_version_content, current)  # noqa: SLF001
+        last, new = Migrate._exclude_model_name_changes(Migrate._last_version_content, current)
         Migrate.diff_models(last, new, no_input=True)
         Migrate.diff_models(new, last, False, no_input=True)
-        Migrate._merge_operators()  # noqa: SLF001
+        Migrate._merge_operators()
         return list(Migrate.upgrade_operators), list(Migrate.downgrade_operators), current
     finally:
         await Tortoise.close_connections()
@@ -114,7 +114,7 @@ async def generate(name: str, location: Path = LOCATION) -> Path | None:
         return None
     folder = location / APP
     numbers = [int(p.stem.split("_")[0]) for p in folder.glob("*.py") if p.stem.split("_")[0].isdigit()]
-    version = f"{max(numbers, default=-1) + 1}_{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M%S}_{name}.py"
+    version = f"{max(numbers, default=-1) + 1}_{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}_{name}.py"
     path = folder / version
     path.write_text(
         TEMPLATE.format(

@@ -207,6 +207,7 @@ def test_cancel_running_job_and_retry_failed_job(page, ui_server, clip_cache):
         """() => new Promise(res => { const v = document.querySelector('video');
            v.addEventListener('seeked', res, {once: true}); v.currentTime = 12.4; })"""
     )
+    page.wait_for_function("() => document.querySelector('video').readyState >= 3")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "timeline.png"))
 

@@ -23,16 +23,15 @@ import math
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from mpr import jobs
+from mpr import events, jobs
 from mpr.errors import ConfigError, ExecutorError, InvalidTransition, MprError
-from mpr.models import FINAL_STATUSES, JobStatus
+from mpr.models import FINAL_STATUSES, ChunkStatus, JobChunk, JobStatus, TranscodeJob
 from mpr.presets import SOURCE_CONTAINER, Preset
 from mpr_gcp.settings import LOCAL_HOSTS, GcpSettings, get_gcp_settings
 from mpr_gcp.spec import TaskSpec
 
 if TYPE_CHECKING:
     from mpr.chunker.plan import Chunk
-    from mpr.models import TranscodeJob
     from mpr.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +60,7 @@ class GcpExecutor:
         self.gcp = gcp or get_gcp_settings()
         self._jobs_client: Any = None
         self._executions_client: Any = None
+        self._watchers: set[asyncio.Task] = set()
 
     # --- clients ---------------------------------------------------------
 
@@ -206,8 +206,72 @@ class GcpExecutor:
             current = await jobs.get_job(job.id)
             if current.status is JobStatus.CANCELLED:  # cancelled while the API call was in flight
                 await self._cancel_execution(name)
+            job.external_id = name
+            return name
         job.external_id = name
+        if spec.chunks:
+            await self._chunk_rows(job, spec)
+        if self.gcp.watch_seconds:
+            watcher = asyncio.get_running_loop().create_task(self.watch(job.id, name, spec), name=f"gcp-watch-{job.id}")
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
         return name
+
+    async def _chunk_rows(self, job: TranscodeJob, spec: TaskSpec) -> None:
+        """One QUEUED JobChunk row per planned chunk (a retry starts from a fresh set of rows)."""
+        await JobChunk.filter(job_id=job.id).delete()
+        await JobChunk.bulk_create(
+            [JobChunk(job_id=job.id, index=c.index, start=c.start, end=c.end, worker="cloud-run") for c in spec.chunks]
+        )
+
+    async def watch(self, job_id: Any, name: str, spec: TaskSpec) -> None:
+        """While the job runs: mark chunks DONE as their objects appear, report progress, then ``poll``.
+
+        Runs in the server's event loop for each submitted job, every
+        ``MPR_GCP_WATCH_SECONDS``; stops when the job is final (or was
+        resubmitted). A server restart loses it: ``mpr gcp-poll`` covers that.
+        """
+        from mpr.ffmpeg import output_extension
+        from mpr.storage import media_out
+
+        ext = output_extension(Preset.from_dict(spec.preset), spec.source_key)
+        keys = {spec.chunk_key(c.index, ext): c.index for c in spec.chunks}
+        done: set[int] = set()
+        errors = 0
+        while errors < 5:
+            await asyncio.sleep(self.gcp.watch_seconds)
+            try:
+                job = await TranscodeJob.get_or_none(id=job_id)
+                if job is None or job.status in FINAL_STATUSES or job.external_id != name:
+                    return
+                if keys:
+                    stored = await asyncio.to_thread(
+                        lambda: {o.key for o in media_out(self.settings).list(spec.scratch + "/")}
+                    )
+                    new = sorted(keys[k] for k in stored if k in keys and keys[k] not in done)
+                    if new:
+                        await JobChunk.filter(job_id=job_id, index__in=new).update(
+                            status=ChunkStatus.DONE, finished_at=jobs.now()
+                        )
+                        for index in new:
+                            await events.emit(
+                                events.JobEvent(
+                                    job_id=str(job_id), type=events.CHUNK_DONE, chunk_index=index, worker="cloud-run"
+                                )
+                            )
+                        done.update(new)
+                    # the concat after the last chunk is the remaining few percent
+                    if not await jobs.update_progress(job_id, 95.0 * len(done) / len(keys)):
+                        return
+                if await self.poll(job) is not JobStatus.PROCESSING:
+                    # over: poll() failed/cancelled the job if no callback came within the grace period
+                    job = await TranscodeJob.get_or_none(id=job_id)
+                    if job is None or job.status in FINAL_STATUSES:
+                        return
+                errors = 0
+            except Exception as exc:  # a DB or API hiccup: try again next round
+                errors += 1
+                log.debug("job %s: watch round failed: %s", job_id, exc, exc_info=True)
 
     async def cancel(self, job: TranscodeJob) -> None:
         """Cancel the job's execution (tasks get SIGTERM) and remove its scratch objects."""

@@ -67,6 +67,8 @@ class GcpSettings:
     """``poll``: an execution finished this long ago whose job is not final never called back."""
     max_chunks: int = 1000
     """At most this many chunk tasks per execution; longer sources get longer chunks."""
+    watch_seconds: float = 5.0
+    """How often the server checks a running job (chunk rows, progress, dead executions); 0 = never."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GcpSettings:
@@ -96,6 +98,7 @@ class GcpSettings:
             poll_seconds=max(0.05, poll),
             callback_grace=grace,
             max_chunks=_int(env, "MPR_GCP_MAX_CHUNKS", cls.max_chunks, minimum=1),
+            watch_seconds=_float(env, "MPR_GCP_WATCH_SECONDS", cls.watch_seconds),
         )
 
     @property

@@ -111,6 +111,7 @@ def cloud_run(gcs: Gcs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         monkeypatch.setenv("MPR_GCP_API_ENDPOINT", api.url)
         monkeypatch.setenv("MPR_GCP_MAX_RETRIES", "1")
         monkeypatch.setenv("MPR_GCP_POLL_SECONDS", "0.2")
+        monkeypatch.setenv("MPR_GCP_WATCH_SECONDS", "0.3")
         reset_caches()
         yield api
     reset_caches()

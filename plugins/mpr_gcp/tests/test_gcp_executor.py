@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import pytest
 
-from mpr.models import JobStatus, MediaAsset, TranscodeJob, TranscodePreset
+from mpr.models import ChunkStatus, JobChunk, JobStatus, MediaAsset, TranscodeJob, TranscodePreset
 from mpr.presets import Preset
 
 from .conftest import FAST, JOB, ffmpeg_wrapper
@@ -115,6 +115,8 @@ async def test_chunked_job_runs_one_task_per_chunk_and_completes_frame_exact(mpr
     assert execution.peak_running == 2  # the job's parallelism
     assert done.output_size and done.output_size > 0
     assert await executor.poll(done) == JobStatus.COMPLETED
+    rows = await JobChunk.filter(job_id=job.id).order_by("index")
+    assert [(r.index, r.start, r.end) for r in rows] == [(0, 0.0, 1.0), (1, 1.0, 2.0), (2, 2.0, 3.0)]
 
     out = gcs.storage("out")
     with out.local_copy("clip-gcp.mp4") as result:
@@ -277,3 +279,26 @@ async def test_retry_after_a_failed_chunk_reruns_only_that_chunk(mpr_app, cloud_
     assert "chunk 2 (2.000-3.000 s" in log  # encoded again this time
     with gcs.storage("out").local_copy("clip-gcp.mp4") as result:
         assert len(video_pts(result)) == 75
+
+
+@SQLITE_ONLY
+async def test_server_watch_marks_chunks_done_and_reports_progress(mpr_app, cloud_run, gcs, gop_clip, tmp_path):
+    """The chunk rows and the progress bar follow the execution (the concat task is held back a little)."""
+    from mpr.executors import get_executor
+
+    cloud_run.env["MPR_FFMPEG"] = str(
+        ffmpeg_wrapper(tmp_path / "ffmpeg-slow-concat", '[ "$CLOUD_RUN_TASK_INDEX" = "3" ] && sleep 4')
+    )
+    job = await seed_job(gop_clip)
+    name = await get_executor("gcp").submit(job)
+    seen: list[float] = []
+    deadline = time.monotonic() + 120
+    while (row := await TranscodeJob.get(id=job.id)).status == JobStatus.PROCESSING:
+        seen.append(row.progress)
+        assert time.monotonic() < deadline, cloud_run.task_log(name)
+        await asyncio.sleep(0.2)
+    assert row.status == JobStatus.COMPLETED, (row.error, cloud_run.task_log(name))
+    assert 95.0 in seen and seen == sorted(seen)  # every chunk seen done before the concat finished
+    rows = await JobChunk.filter(job_id=job.id).order_by("index")
+    assert [r.status for r in rows] == [ChunkStatus.DONE] * 3
+    assert all(r.worker == "cloud-run" and r.finished_at for r in rows)

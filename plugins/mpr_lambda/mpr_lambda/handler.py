@@ -62,12 +62,25 @@ def _settings() -> tuple[Settings, LambdaSettings]:
     return Settings.from_env(), LambdaSettings.from_env()
 
 
+_stores: dict[tuple[str, str | None, str | None], Any] = {}
+
+
 def _storage(url: str) -> tuple[Any, str]:
-    """The S3Storage of ``url``'s bucket and the object key inside it."""
+    """The S3Storage of ``url``'s bucket and the object key inside it.
+
+    Backends (and their boto3 clients) are kept for the life of the Lambda
+    container, so a warm invocation does not build new clients.
+    """
+    from mpr_storage_s3.settings import S3Settings
     from mpr_storage_s3.storage import S3Storage, parse_root
 
     scheme, bucket, key = parse_root(url)
-    return S3Storage(f"{scheme}://{bucket}/", Settings.from_env()), key.rstrip("/")
+    settings = Settings.from_env()
+    root = f"{scheme}://{bucket}/"
+    cache_key = (root, settings.s3_endpoint_url, S3Settings.from_env().gs_endpoint_url)
+    if cache_key not in _stores:
+        _stores[cache_key] = S3Storage(root, settings)
+    return _stores[cache_key], key.rstrip("/")
 
 
 @contextmanager

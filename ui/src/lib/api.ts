@@ -26,7 +26,7 @@ export async function listPresets(): Promise<Preset[]> {
 }
 
 export async function listJobs(): Promise<Job[]> {
-  const data = await gql<{ jobs: Job[] }>(`query { jobs { ${JOB_FIELDS} } }`);
+  const data = await gql<{ jobs: Job[] }>(`query { jobs(limit: 100) { ${JOB_FIELDS} } }`);
   return data.jobs;
 }
 

@@ -1,0 +1,118 @@
+"""Fixtures of the hardening tests: the real app served by uvicorn on the test's loop, a DB snapshot helper.
+
+The app runs as a task on the test's event loop (like ``tests/api``), so it
+shares the ``sqlite_db`` fixture's connections, exactly as ``mpr serve`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import free_port
+
+
+@dataclass
+class Api:
+    """A running app: base URL, an async HTTP client, its settings."""
+
+    url: str
+    http: httpx.AsyncClient
+    settings: Any
+
+    async def gql(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def ok(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+        body = await self.gql(query, variables, token)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+@pytest.fixture
+async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    """``await serve(worker=True, MPR_API_TOKEN="x")``: the real app on a free port (SQLite database)."""
+    import uvicorn
+
+    from mpr.api.app import create_app
+    from mpr.settings import get_settings
+
+    started: list[tuple[Any, asyncio.Task, httpx.AsyncClient]] = []
+
+    async def start(*, worker: bool = False, **env: str) -> Api:
+        monkeypatch.setenv("MPR_GRPC_PORT", "0")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        app = create_app(settings, worker=worker, grpc=False)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        task = asyncio.create_task(server.serve())
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            task.result()
+        assert server.started, "uvicorn did not start"
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        started.append((server, task, client))
+        return Api(url=f"http://127.0.0.1:{port}", http=client, settings=settings)
+
+    yield start
+    for server, task, client in reversed(started):
+        await client.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+def db_digest(db_file: Path) -> str:
+    """A hash of every row of every table (read with a separate connection; safe from any thread)."""
+    conn = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=10)
+    try:
+        h = hashlib.sha256()
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        for table in tables:
+            if table.startswith("sqlite_"):
+                continue
+            for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY 1'):
+                h.update(repr((table, row)).encode())
+        return h.hexdigest()
+    finally:
+        conn.close()
+
+
+def put(media: dict[str, Path], clip: Path, name: str) -> Path:
+    """Copy ``clip`` into MEDIA_IN as ``name``."""
+    target = media["in"] / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(clip, target)
+    return target
+
+
+async def wait_job(job_id: Any, *statuses: Any, timeout: float = 60.0) -> Any:
+    """Poll the job row until its status is one of ``statuses``."""
+    from mpr.models import TranscodeJob
+
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await TranscodeJob.get(id=job_id)
+        if job.status in statuses:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} is {job.status.value} ({job.error}), wanted {statuses}")
+        await asyncio.sleep(0.1)
