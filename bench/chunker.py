@@ -241,9 +241,9 @@ def main() -> None:
 
     print()
     print("Quality (vs single-pass with the same threads; PSNR of each output against the source)")
-    print(f"| {'source':26} | {'threads':8} | {'single size':>12} | {'chunked size':>12} | {'size Δ':>7} "
+    print(f"| {'source':30} | {'threads':8} | {'single size':>12} | {'chunked size':>12} | {'size Δ':>7} "
           f"| {'single PSNR':>11} | {'chunked PSNR':>12} | {'PSNR Δ':>7} |")  # fmt: skip
-    print(f"|{'-' * 28}|{'-' * 10}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 13}|{'-' * 14}|{'-' * 9}|")
+    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 13}|{'-' * 14}|{'-' * 9}|")
     pairs = []
     for label in ("threads 1", "default threads"):
         pairs.append((f"normal (keyframe every {cs:g} s)", label, results[(label, "single-pass")][2],
@@ -256,7 +256,7 @@ def main() -> None:
     for name, label, s, c, src in pairs:
         ss, cs_ = s.stat().st_size, c.stat().st_size
         ps, pc = psnr(s, src), psnr(c, src)
-        print(f"| {name:26} | {label.split()[0]:8} | {ss:12d} | {cs_:12d} | {(cs_ / ss - 1) * 100:+6.2f}% "
+        print(f"| {name:30} | {label.split()[0]:8} | {ss:12d} | {cs_:12d} | {(cs_ / ss - 1) * 100:+6.2f}% "
               f"| {ps:11.3f} | {pc:12.3f} | {pc - ps:+7.3f} |", flush=True)  # fmt: skip
     close_portal()
     if args.keep is None:

@@ -26,7 +26,7 @@ from typing import Any
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -51,6 +51,8 @@ log = logging.getLogger("mpr.api")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_DEPTH = 8
+MAX_ALIASES = 50  # an alias flood (thousands of copies of one list field) would tie up the server
+MAX_TOKENS = 20_000  # GraphiQL's introspection query is ~1,000 tokens
 
 
 # --------------------------------------------------------------------------- helpers
@@ -925,6 +927,8 @@ def make_schema() -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=[
+            MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             QueryDepthLimiter(max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
             MaskInternalErrors,
         ],

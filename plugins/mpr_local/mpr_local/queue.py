@@ -9,13 +9,17 @@ job's ``priority``: higher runs first, equal priorities in enqueue order.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from huey import PriorityRedisHuey, SqliteHuey
 from huey.api import Huey
+from huey.registry import Message
+from huey.serializer import Serializer
 
 from mpr_local.settings import LocalSettings
 
@@ -26,14 +30,55 @@ TASK_NAME = "run_job"
 Runner = Callable[..., None]
 
 
+class JsonSerializer(Serializer):
+    """huey messages as JSON instead of pickle.
+
+    Whoever can write to a shared Redis could otherwise make every worker
+    unpickle (run) anything; with JSON a queue entry is data only, and one
+    that is not a valid message is dropped by the worker with a log line.
+    """
+
+    def _serialize(self, data: Any) -> bytes:
+        return json.dumps(_encode(data), separators=(",", ":")).encode()
+
+    def _deserialize(self, data: bytes) -> Any:
+        return _decode(json.loads(data))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Message):
+        return {"__msg__": [_encode(v) for v in value]}
+    if isinstance(value, dt.datetime):
+        return {"__dt__": value.isoformat()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"cannot put a {type(value).__name__} on the MPR queue (ids and numbers only)")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__msg__" in value:
+            return Message(*(_decode(v) for v in value["__msg__"]))
+        if "__dt__" in value:
+            return dt.datetime.fromisoformat(value["__dt__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_decode(v) for v in value)
+    return value
+
+
 def make_huey(settings: Settings, local: LocalSettings | None = None) -> Huey:
     """A huey instance for ``settings``: PriorityRedisHuey with Redis, else SqliteHuey in the var dir."""
     local = local or LocalSettings.from_env()
+    # Results are never read (job state lives in the database), so huey stores none.
+    options: dict[str, Any] = {"results": False, "serializer": JsonSerializer()}
     if settings.redis_url:
-        # Results are never read (job state lives in the database), so huey stores none.
-        return PriorityRedisHuey(local.queue_name, url=settings.redis_url, results=False, blocking=True, read_timeout=1)
-    filename = Path(settings.var_path) / "queue.db"
-    return SqliteHuey(local.queue_name, filename=str(filename), results=False)
+        return PriorityRedisHuey(local.queue_name, url=settings.redis_url, blocking=True, read_timeout=1, **options)
+    return SqliteHuey(local.queue_name, filename=str(Path(settings.var_path) / "queue.db"), **options)
 
 
 class JobQueue:

@@ -121,3 +121,43 @@ def test_worker_command_refuses_an_unmigrated_database_with_a_clear_error(media)
     assert proc.returncode == 1
     assert "cannot use the database" in proc.stderr and "mpr migrate" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+class _Touch:
+    """A pickle that creates a file when unpickled: what a hostile queue entry could do with pickle."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def test_queue_entries_are_json_so_a_pickle_on_the_queue_runs_nothing(queue_kind, media):
+    import pickle
+
+    marker = media["var"] / "pwned"
+    ran: list[str] = []
+    done = threading.Event()
+
+    def runner(job_id: str, *, cancel: threading.Event | None = None, worker: str = "") -> None:
+        ran.append(job_id)
+        done.set()
+
+    settings = get_settings()
+    queue = JobQueue(make_huey(settings), runner=runner)
+    queue.huey.storage.enqueue(pickle.dumps(_Touch(marker)), 5)  # taken first (higher priority)
+    queue.enqueue("after-the-bad-entry", 0)
+    assert queue.queued_job_ids() == {"after-the-bad-entry"}
+    consumer = WorkerConsumer(queue, settings, LocalSettings.from_env())
+    consumer.start()
+    try:
+        assert done.wait(10)
+    finally:
+        consumer.stop(graceful=True)
+        queue.huey.flush()
+        queue.close()
+    assert ran == ["after-the-bad-entry"]
+    assert not marker.exists()
