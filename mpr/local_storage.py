@@ -103,8 +103,9 @@ class LocalStorage:
 
         Symlinks that point outside the root and in-flight temp files are skipped.
         """
-        if prefix.strip("/"):
-            safe_key(prefix.strip("/"))  # refuses "../" and absolute prefixes
+        if prefix.rstrip("/"):
+            # only the trailing "/" may go: "/etc" stripped to "etc" would pass, then base / "/etc" is /etc
+            safe_key(prefix.rstrip("/"))  # refuses "../" and absolute prefixes
         base = self.base
         if not base.is_dir():
             return

@@ -35,4 +35,6 @@ target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 print(f"layer: {target} from {wheel.name}")
 PY
 rm -rf "$BUILD/wheels"
+# setuptools leaves in-tree build/ directories behind when pip builds the local packages
+rm -rf "$ROOT/build" "$ROOT/plugins/mpr_storage_s3/build" "$ROOT/plugins/mpr_lambda/build"
 du -sh "$BUILD/function" "$BUILD/layer"

@@ -122,6 +122,8 @@ async def _apply(job: TranscodeJob, data: dict[str, Any], settings: Settings) ->
         return await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error)
 
     key = safe_key(data.get("output_key") or job.output_path)
+    if key != job.output_path and await TranscodeJob.filter(output_path=key).exclude(id=job.id).exists():
+        raise ValidationError(f"output {key} belongs to another job")  # else a UNIQUE violation (500)
     fields: dict[str, Any] = {"progress": 100.0}
     try:
         size, duration, probe = await asyncio.to_thread(_probe_output, key, settings)

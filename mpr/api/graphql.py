@@ -13,6 +13,7 @@ message; anything else is logged with its traceback and shown as
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import logging
@@ -233,6 +234,26 @@ def make_loaders() -> dict[str, DataLoader]:
     }
 
 
+async def _load_one(info: Info, loader: str, key: Any, kind: Any) -> Any:
+    row = await _context(info)["loaders"][loader].load(uuid.UUID(str(key)))
+    return kind.from_model(row) if row else None
+
+
+async def prefetch_related(info: Info, jobs: list[Job]) -> None:
+    """Load the assets and presets a `jobs` list asks for in one query each, attached to the jobs."""
+    wanted = _requested(info)
+    for field, attr, model, kind in (
+        ("sourceAsset", "source_asset_id", MediaAsset, Asset),
+        ("preset", "preset_id", TranscodePreset, Preset),
+    ):
+        if field not in wanted:
+            continue
+        keys = {getattr(j, attr) for j in jobs if getattr(j, attr)}
+        rows = {str(r.id): kind.from_model(r) for r in await model.filter(id__in=list(keys))} if keys else {}
+        for job in jobs:
+            job.prefetched[field] = rows.get(str(getattr(job, attr)))
+
+
 # --------------------------------------------------------------------------- types
 
 
@@ -422,6 +443,8 @@ class Job:
     finished_at: dt.datetime | None
     output_size: strawberry.Private[float | None] = None
     output_duration: strawberry.Private[float | None] = None
+    # nested objects loaded in bulk by the `jobs` list (sync resolvers, no per-item task)
+    prefetched: strawberry.Private[dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     @strawberry.field(description="The output file, once the job is completed.")
     def output(self) -> JobOutput | None:
@@ -430,18 +453,20 @@ class Job:
         return JobOutput(path=self.output_path, size=self.output_size, duration=self.output_duration)
 
     @strawberry.field
-    async def source_asset(self, info: Info) -> Asset | None:
+    def source_asset(self, info: Info) -> Asset | None:
         if self.source_asset_id is None:
             return None
-        row = await _context(info)["loaders"]["assets"].load(uuid.UUID(str(self.source_asset_id)))
-        return Asset.from_model(row) if row else None
+        if "sourceAsset" in self.prefetched:
+            return self.prefetched["sourceAsset"]
+        return _load_one(info, "assets", self.source_asset_id, Asset)  # type: ignore[return-value]
 
     @strawberry.field
-    async def preset(self, info: Info) -> Preset | None:
+    def preset(self, info: Info) -> Preset | None:
         if self.preset_id is None:
             return None
-        row = await _context(info)["loaders"]["presets"].load(uuid.UUID(str(self.preset_id)))
-        return Preset.from_model(row) if row else None
+        if "preset" in self.prefetched:
+            return self.prefetched["preset"]
+        return _load_one(info, "presets", self.preset_id, Preset)  # type: ignore[return-value]
 
     @strawberry.field(description="Chunks of a chunked job, in order (empty otherwise).")
     async def chunks(self, info: Info) -> list[Chunk]:
@@ -707,7 +732,9 @@ class Query:
             qs = await _job_cursor_filter(qs, after)
         cols = columns_for(info, TranscodeJob, _JOB_NEEDS)
         rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size).values(*cols)
-        return [Job.from_model(j) for j in rows]
+        result = [Job.from_model(j) for j in rows]
+        await prefetch_related(info, result)
+        return result
 
     @strawberry.field(description="Number of jobs matching the same filters as `jobs`.")
     async def job_count(

@@ -251,7 +251,10 @@ class TaskRunner:
         last = ""
         for attempt in range(CALLBACK_TRIES):
             # a fresh nonce per send: a retry is a new signature, never mistaken for a replay
-            body = json.dumps({**payload, "nonce": uuid.uuid4().hex}, separators=(",", ":")).encode()
+            # job_id binds the signed body to this job: MPR refuses it when posted to another job's URL
+            body = json.dumps(
+                {**payload, "job_id": self.spec.job_id, "nonce": uuid.uuid4().hex}, separators=(",", ":")
+            ).encode()
             request = urllib.request.Request(
                 self.spec.callback_url, data=body, method="POST", headers=callbacks.sign_headers(body, secret)
             )

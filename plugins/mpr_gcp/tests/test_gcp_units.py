@@ -278,3 +278,35 @@ async def test_long_sources_get_longer_chunks_to_stay_within_max_chunks(sqlite_d
     chunks, _ = GcpExecutor(get_settings(), GcpSettings(job=JOB, max_chunks=2)).plan(job)
     assert [(c.start, c.end) for c in chunks] == [(0.0, 2.0), (2.0, 3.0)]
     assert sum(c.frames for c in chunks) == 75
+
+
+def test_fake_cloud_run_answers_like_the_real_api(tmp_path):
+    """The real client's long-running operation, execution and error handling work against the fake."""
+    from google.api_core import exceptions as gexc
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+    from mpr_gcp.testing.fake_cloud_run import FakeCloudRun
+
+    from mpr.settings import Settings
+
+    code = "import os, sys; sys.exit(3 if os.environ['CLOUD_RUN_TASK_INDEX'] == '1' else 0)"
+    with FakeCloudRun([JOB], command=[sys.executable, "-c", code], max_retries=2, log_dir=tmp_path) as api:
+        executor = GcpExecutor(Settings(), GcpSettings(job=JOB, api_endpoint=api.url))
+        request = executor.run_request(
+            executor.task_spec(
+                TranscodeJob(id="00000000-0000-0000-0000-000000000001", source_path="a.mp4", output_path="b.mp4"),
+                [Chunk(0, 0, 1, 25), Chunk(1, 1, 2, 25)],
+            )
+        )
+        operation = executor.jobs_client.run_job(request=request)
+        name = operation.metadata.name
+        with pytest.raises(gexc.GoogleAPICallError, match="Task .*-task1 failed"):
+            operation.result(timeout=60)  # polls GET /v2/{operation} until done
+        execution = executor.executions_client.get_execution(name=name)
+        assert (execution.task_count, execution.succeeded_count, execution.failed_count) == (3, 2, 1)
+        assert execution.retried_count == 2 and execution.completion_time
+        assert api.executions[name].tasks[1].exit_codes == [3, 3, 3]
+        with pytest.raises(gexc.BadRequest, match="already completed"):
+            executor.executions_client.cancel_execution(name=name)
+        with pytest.raises(gexc.NotFound):
+            executor.executions_client.get_execution(name=name + "x")

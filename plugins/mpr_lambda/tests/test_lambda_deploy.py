@@ -129,3 +129,31 @@ def test_iam_is_least_privilege() -> None:
         ]
     sm_policies = resources["TranscodeStateMachine"]["Properties"]["Policies"]
     assert all(list(p) == ["LambdaInvokePolicy"] for p in sm_policies) and len(sm_policies) == 5
+
+
+# What the Lambda Python runtime already has (boto3 and its dependencies; botocore uses
+# certifi only when it is installed and otherwise its own CA bundle).
+LAMBDA_RUNTIME = {"boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six", "certifi"}
+# import name -> distribution, for the libraries build.sh installs
+DISTRIBUTIONS = {"av": "av", "ffmpeg": "ffmpeg-python", "future": "future", "past": "future", "pluggy": "pluggy"}
+
+
+def test_build_script_packages_everything_the_handlers_import() -> None:
+    import subprocess
+
+    code = (
+        "import sys; import mpr_lambda.handler, mpr_storage_s3.storage, mpr_storage_s3.settings;"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    third_party = {m for m in out if not m.startswith("_") and m not in ("cython_runtime",)}
+    ours = {m for m in third_party if m == "mpr" or m.startswith("mpr_")}
+    assert ours == {"mpr", "mpr_lambda", "mpr_storage_s3"}
+    needed = third_party - ours - LAMBDA_RUNTIME
+    assert needed <= set(DISTRIBUTIONS), f"build.sh does not know how to package {needed - set(DISTRIBUTIONS)}"
+    build = (DEPLOY / "build.sh").read_text()
+    wheels = re.search(r"--only-binary=:all: ([a-z0-9 -]+)\n", build).group(1).split()
+    assert {DISTRIBUTIONS[m] for m in needed} <= set(wheels)
+    for path in ('"$ROOT"', '"$ROOT/plugins/mpr_storage_s3"', '"$ROOT/plugins/mpr_lambda"'):
+        assert path in build
+    assert "imageio-ffmpeg" in build and "layer/bin/ffmpeg" in build  # the layer's /opt/bin/ffmpeg

@@ -142,8 +142,8 @@ class S3Storage:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (recursive, paginated), in key order."""
-        if prefix.strip("/"):
-            safe_key(prefix.strip("/"))  # refuses "../" and absolute prefixes, like LocalStorage
+        if prefix.rstrip("/"):
+            safe_key(prefix.rstrip("/"))  # refuses "../" and absolute prefixes ("/x" too), like LocalStorage
         sub = prefix if prefix.strip("/") else ""
         paginator = self.client.get_paginator("list_objects_v2")
         try:
