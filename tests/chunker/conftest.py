@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from conftest import ffmpeg_bin, make_clip
+from testkit import ffmpeg_bin, make_clip
 from mpr import hookimpl
 from mpr.presets import Preset
 

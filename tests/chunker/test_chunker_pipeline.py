@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_clip
+from testkit import make_clip
 from mpr import events, ffmpeg, jobs
 from mpr.chunker.pipeline import Pipeline, listening, work_dir_for
 from mpr.errors import FFmpegError

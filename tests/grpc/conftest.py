@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, port_open, redis_available, require
+from testkit import free_port, port_open, redis_available, require
 
 
 def _reset() -> None:

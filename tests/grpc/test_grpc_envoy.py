@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, port_open, redis_available, require
+from testkit import free_port, port_open, redis_available, require
 from mpr.bus import RedisStreamsBus
 from mpr.events import PROGRESS, STATUS, JobEvent
 from mpr.grpc import events_pb2

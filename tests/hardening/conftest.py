@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import free_port
+from testkit import free_port
 
 
 @dataclass

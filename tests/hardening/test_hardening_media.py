@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ffmpeg_bin
+from testkit import ffmpeg_bin
 from mpr.models import JobStatus
 
 from .conftest import put, wait_job

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from testkit import free_port
 from mpr.callbacks import sign_headers
 from mpr.errors import StorageError
 from mpr.models import JobStatus, TranscodeJob

@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from conftest import make_clip
+from testkit import make_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"

@@ -19,7 +19,7 @@ import av
 import httpx
 import pytest
 
-from conftest import free_port, make_clip
+from testkit import free_port, make_clip
 from mpr.settings import get_settings
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REDIS_URL, _reset_caches, make_clip, redis_available, require
+from testkit import REDIS_URL, _reset_caches, make_clip, redis_available, require
 
 
 @pytest.fixture(params=["sqlite", "redis"])

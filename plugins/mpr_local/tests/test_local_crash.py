@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REDIS_URL, _open_db, _reset_caches, redis_available, require
 from mpr import service
 from mpr.models import JobStatus, TranscodeJob
+from testkit import REDIS_URL, _open_db, _reset_caches, redis_available, require
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import make_clip
+from testkit import make_clip
 from mpr.models import MediaAsset
 from mpr.settings import get_settings
 from mpr.storage import reset_storage

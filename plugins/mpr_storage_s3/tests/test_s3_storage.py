@@ -89,7 +89,7 @@ def test_missing_bucket_is_a_storage_error(moto_server, monkeypatch) -> None:
 
 
 def test_unreachable_endpoint_is_wrapped_in_storage_error(monkeypatch) -> None:
-    from conftest import free_port
+    from testkit import free_port
 
     monkeypatch.setenv("MPR_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     store = make("s3://bucket/")

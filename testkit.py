@@ -1,0 +1,160 @@
+"""Helpers for MPR's tests: real services, generated clips, databases.
+
+Imported by the root ``conftest.py`` (fixtures) and by test modules
+(``from testkit import make_clip``). ``MPR_REQUIRE_SERVICES=1`` (set by
+.ci/run) turns a missing PostgreSQL, Redis, ffmpeg, nginx or Chromium into a
+test failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+PG_DSN = os.environ.get("MPR_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("MPR_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def require(service: str, available: bool, why: str = "") -> None:
+    """Skip (locally) or fail (CI, MPR_REQUIRE_SERVICES=1) when ``service`` is not available."""
+    if available:
+        return
+    message = f"{service} is not available{': ' + why if why else ''}"
+    if os.environ.get("MPR_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (MPR_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def port_open(host: str, port: int) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ffmpeg_bin() -> str:
+    """ffmpeg for generating test clips: PATH first, else imageio-ffmpeg's bundled binary."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_clip(
+    path: Path,
+    seconds: float = 3.0,
+    size: str = "320x240",
+    rate: int = 25,
+    gop: int | None = None,
+    video: bool = True,
+    audio: bool = True,
+    extra: list[str] | None = None,
+) -> Path:
+    """Generate a small test clip with ffmpeg's lavfi sources (testsrc2 + sine)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = [ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-y"]
+    if video:
+        args += ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
+    if video:
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
+        if gop:
+            args += ["-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0"]
+    if audio:
+        args += ["-c:a", "aac" if path.suffix in (".mp4", ".m4a", ".mov", ".mkv") else "libmp3lame"]
+        if path.suffix == ".flac":
+            args[-1] = "flac"
+        if path.suffix == ".wav":
+            args[-1] = "pcm_s16le"
+    args += [*(extra or []), "-shortest" if video and audio else "-y", str(path)]
+    subprocess.run(args, check=True)
+    return path
+
+
+def _reset_caches() -> None:
+    from mpr.executors import reset_executors
+    from mpr.plugins import reset_plugins
+    from mpr.settings import get_settings
+    from mpr.storage import reset_storage
+
+    get_settings.cache_clear()
+    reset_plugins()
+    reset_storage()
+    reset_executors()
+    try:
+        from mpr.bus import reset_bus
+    except ImportError:
+        pass
+    else:
+        reset_bus()
+
+
+def postgres_available() -> bool:
+    return port_open("127.0.0.1", 5432)
+
+
+def redis_available() -> bool:
+    return port_open("127.0.0.1", 6379)
+
+
+async def _pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN.replace("postgres://", "postgresql://"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _open_db(kind: str, media: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    from tortoise import Tortoise
+
+    from mpr.db import Portal, close_db, init_db, set_portal
+    from mpr.settings import get_settings
+
+    dbname = None
+    if kind == "postgres":
+        require("PostgreSQL", postgres_available(), "127.0.0.1:5432")
+        dbname = f"mpr_t_{uuid.uuid4().hex[:12]}"
+        await _pg_admin(f'CREATE DATABASE "{dbname}"')
+        url = PG_DSN.rsplit("/", 1)[0] + "/" + dbname
+    else:
+        url = f"sqlite://{media['var'] / 'mpr.db'}"
+    monkeypatch.setenv("MPR_DATABASE_URL", url)
+    get_settings.cache_clear()
+    # Tortoise caches each model's INSERT/DELETE SQL per connection name ("default"), so a
+    # PostgreSQL test after a SQLite one would reuse SQLite's "?" placeholders.
+    from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+    EXECUTOR_CACHE.clear()
+    await init_db()
+    await Tortoise.generate_schemas()
+    set_portal(Portal(asyncio.get_running_loop()))
+    try:
+        yield kind
+    finally:
+        set_portal(None)
+        await close_db()
+        if dbname:
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
