@@ -191,7 +191,9 @@ async def main() -> None:
             job = (await gql(client, 'mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p}) '
                                      '{ id } }', {"a": asset, "p": preset}))["createJob"]["id"]  # fmt: skip
             for _ in range(100):
-                status = (await gql(client, "query($id: ID!) { job(id: $id) { status } }", {"id": job}))["job"]["status"]
+                status = (await gql(client, "query($id: ID!) { job(id: $id) { status } }", {"id": job}))["job"][
+                    "status"
+                ]
                 if status == "processing":
                     break
                 await asyncio.sleep(0.1)

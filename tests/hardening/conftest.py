@@ -42,12 +42,36 @@ class Api:
         return body["data"]
 
 
-@pytest.fixture
-async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
-    """``await serve(worker=True, MPR_API_TOKEN="x")``: the real app on a free port (SQLite database)."""
+async def run_app(settings: Any, *, worker: bool = False) -> tuple[Any, asyncio.Task, httpx.AsyncClient, str]:
+    """Serve ``create_app(settings)`` with uvicorn on this loop; returns (server, task, client, url)."""
     import uvicorn
 
     from mpr.api.app import create_app
+
+    app = create_app(settings, worker=worker, grpc=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()
+    assert server.started, "uvicorn did not start"
+    url = f"http://127.0.0.1:{port}"
+    return server, task, httpx.AsyncClient(base_url=url, timeout=30), url
+
+
+async def stop_app(server: Any, task: asyncio.Task, client: httpx.AsyncClient) -> None:
+    await client.aclose()
+    server.should_exit = True
+    await asyncio.wait_for(task, 30)
+
+
+@pytest.fixture
+async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    """``await serve(worker=True, MPR_API_TOKEN="x")``: the real app on a free port (SQLite database)."""
     from mpr.settings import get_settings
 
     started: list[tuple[Any, asyncio.Task, httpx.AsyncClient]] = []
@@ -58,26 +82,13 @@ async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Aw
             monkeypatch.setenv(key, value)
         get_settings.cache_clear()
         settings = get_settings()
-        app = create_app(settings, worker=worker, grpc=False)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        task = asyncio.create_task(server.serve())
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.02)
-        if task.done():
-            task.result()
-        assert server.started, "uvicorn did not start"
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        server, task, client, url = await run_app(settings, worker=worker)
         started.append((server, task, client))
-        return Api(url=f"http://127.0.0.1:{port}", http=client, settings=settings)
+        return Api(url=url, http=client, settings=settings)
 
     yield start
     for server, task, client in reversed(started):
-        await client.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+        await stop_app(server, task, client)
 
 
 def db_digest(db_file: Path) -> str:
