@@ -187,12 +187,36 @@ def setup(base: Path) -> None:
     run_sync(Tortoise.generate_schemas())
 
 
+def quality(base: Path, results: dict, normal: Path, sparse: Path, preset, w: int, cs: float) -> None:
+    """Size and PSNR of chunked vs single-pass outputs (normal source, both threads settings; sparse source)."""
+    print()
+    print("Quality (vs single-pass with the same threads; PSNR of each output against the source)")
+    print(f"| {'source':30} | {'threads':8} | {'single size':>12} | {'chunked size':>12} | {'size Δ':>7} "
+          f"| {'single PSNR':>11} | {'chunked PSNR':>12} | {'PSNR Δ':>7} |")  # fmt: skip
+    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 13}|{'-' * 14}|{'-' * 9}|")
+    pairs = []
+    for label in ("threads 1", "default threads"):
+        pairs.append((f"normal (keyframe every {cs:g} s)", label, results[(label, "single-pass")][2],
+                      results[(label, f"chunked ({w} workers)")][2], normal))  # fmt: skip
+    s_out, c_out = base / "sparse-single.mp4", base / "sparse-chunked.mp4"
+    single_pass(sparse, s_out, preset, None)
+    chunked(sparse, c_out, preset, None, w, cs)
+    assert frame_count(c_out) == frame_count(s_out) == frame_count(sparse)
+    pairs.append((f"sparse (keyframe every {cs * 1.3:g} s)", "default threads", s_out, c_out, sparse))
+    for name, label, s, c, src in pairs:
+        ss, cs_ = s.stat().st_size, c.stat().st_size
+        ps, pc = psnr(s, src), psnr(c, src)
+        print(f"| {name:30} | {label.split()[0]:8} | {ss:12d} | {cs_:12d} | {(cs_ / ss - 1) * 100:+6.2f}% "
+              f"| {ps:11.3f} | {pc:12.3f} | {pc - ps:+7.3f} |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--chunk-seconds", type=float, default=10.0)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--speed-only", action="store_true", help="skip the size/PSNR comparison")
     ap.add_argument("--keep", type=Path, default=None, help="keep sources and outputs in this directory")
     args = ap.parse_args()
 
@@ -241,25 +265,8 @@ def main() -> None:
         )
     print(f"(source: {src_frames} frames)")
 
-    print()
-    print("Quality (vs single-pass with the same threads; PSNR of each output against the source)")
-    print(f"| {'source':30} | {'threads':8} | {'single size':>12} | {'chunked size':>12} | {'size Δ':>7} "
-          f"| {'single PSNR':>11} | {'chunked PSNR':>12} | {'PSNR Δ':>7} |")  # fmt: skip
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 14}|{'-' * 14}|{'-' * 9}|{'-' * 13}|{'-' * 14}|{'-' * 9}|")
-    pairs = []
-    for label in ("threads 1", "default threads"):
-        pairs.append((f"normal (keyframe every {cs:g} s)", label, results[(label, "single-pass")][2],
-                      results[(label, f"chunked ({w} workers)")][2], normal))  # fmt: skip
-    s_out, c_out = base / "sparse-single.mp4", base / "sparse-chunked.mp4"
-    single_pass(sparse, s_out, preset, None)
-    chunked(sparse, c_out, preset, None, w, cs)
-    assert frame_count(c_out) == frame_count(s_out) == frame_count(sparse)
-    pairs.append((f"sparse (keyframe every {cs * 1.3:g} s)", "default threads", s_out, c_out, sparse))
-    for name, label, s, c, src in pairs:
-        ss, cs_ = s.stat().st_size, c.stat().st_size
-        ps, pc = psnr(s, src), psnr(c, src)
-        print(f"| {name:30} | {label.split()[0]:8} | {ss:12d} | {cs_:12d} | {(cs_ / ss - 1) * 100:+6.2f}% "
-              f"| {ps:11.3f} | {pc:12.3f} | {pc - ps:+7.3f} |", flush=True)  # fmt: skip
+    if not args.speed_only:
+        quality(base, results, normal, sparse, preset, w, cs)
     close_portal()
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)

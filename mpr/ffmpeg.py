@@ -399,3 +399,8 @@ def run(
         text = "\n".join(tail)
         last = tail[-1] if tail else f"exit status {proc.returncode}"
         raise FFmpegError(f"ffmpeg failed: {last}", proc.returncode, text)
+    # ffmpeg exits 0 when only writing the trailer / closing the output fails (e.g. a full disk)
+    failed_write = [line for line in tail if "Error writing trailer" in line or "Error closing file" in line]
+    if failed_write:
+        reason = "no space left on device" if "No space left" in failed_write[-1] else failed_write[-1]
+        raise FFmpegError(f"ffmpeg could not write the output: {reason}", proc.returncode, "\n".join(tail))

@@ -49,6 +49,7 @@ async def test_example_preset_plugin_adds_presets_to_the_database(installed, sql
 
 
 async def test_example_sink_plugin_receives_job_events(installed, media, monkeypatch, tmp_path):
+    """A sink registered through an installed plugin's register_event_sinks hook gets every JobEvent."""
     from mpr import events
     from mpr.plugins import load_plugins
 

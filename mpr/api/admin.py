@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
@@ -37,9 +37,20 @@ from tortoise.expressions import Q
 import mpr
 from mpr.api.deps import app_settings, client_ip
 from mpr.errors import MprError
-from mpr.models import AssetKind, AssetStatus, ChunkStatus, JobChunk, JobStatus, MediaAsset, TranscodeJob, TranscodePreset
+from mpr.models import (
+    AssetKind,
+    AssetStatus,
+    ChunkStatus,
+    JobChunk,
+    JobStatus,
+    MediaAsset,
+    TranscodeJob,
+    TranscodePreset,
+)
 
 log = logging.getLogger("mpr.api.admin")
+
+FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 SESSION_COOKIE = "mpr_admin"
 SESSION_TTL = 12 * 3600
@@ -235,9 +246,7 @@ class AdminController(Controller):
         return Template("admin/login.html", context={"next": request.query_params.get("next", "/admin"), "error": ""})
 
     @post("/login")
-    async def login(
-        self, request: Request, data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED)
-    ) -> Response[Any]:
+    async def login(self, request: Request, data: FormData) -> Response[Any]:
         auth = _auth(request)
         if not auth.enabled:
             return Template("admin/disabled.html", context={}, status_code=403)
@@ -285,7 +294,7 @@ class AdminController(Controller):
         settings = app_settings(request)
         checks = await run_checks(settings)
         counts = {s.value: await TranscodeJob.filter(status=s).count() for s in JobStatus}
-        since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=settings.heartbeat_timeout)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=settings.heartbeat_timeout)
         workers = sorted(
             set(
                 await TranscodeJob.filter(heartbeat_at__gte=since, worker__isnull=False).values_list(
@@ -337,9 +346,7 @@ class AdminController(Controller):
         return _page(request, "asset.html", asset=row, jobs=jobs)
 
     @post("/assets/{asset_id:str}")
-    async def asset_save(
-        self, request: Request, asset_id: str, data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED)
-    ) -> Response[Any]:
+    async def asset_save(self, request: Request, asset_id: str, data: FormData) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
         try:
@@ -371,9 +378,7 @@ class AdminController(Controller):
         return _page(request, "preset.html", preset=None, values={}, fields=PRESET_FIELDS)
 
     @post("/presets/new")
-    async def preset_create(
-        self, request: Request, data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED)
-    ) -> Response[Any]:
+    async def preset_create(self, request: Request, data: FormData) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
         try:
@@ -394,9 +399,7 @@ class AdminController(Controller):
         return _page(request, "preset.html", preset=row, values=values, fields=PRESET_FIELDS)
 
     @post("/presets/{preset_id:str}")
-    async def preset_save(
-        self, request: Request, preset_id: str, data: dict[str, str] = Body(media_type=RequestEncodingType.URL_ENCODED)
-    ) -> Response[Any]:
+    async def preset_save(self, request: Request, preset_id: str, data: FormData) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
         pid = _uuid(preset_id)
@@ -435,7 +438,9 @@ class AdminController(Controller):
             qs = qs.filter(Q(output_path__icontains=q["q"]) | Q(source_path__icontains=q["q"]))
         total = await qs.count()
         rows = await qs.order_by("-created_at").offset(_offset(request)).limit(PAGE_SIZE)
-        executors = sorted(set(await TranscodeJob.all().order_by("executor").distinct().values_list("executor", flat=True)))
+        executors = sorted(
+            set(await TranscodeJob.all().order_by("executor").distinct().values_list("executor", flat=True))
+        )
         return _page(request, "jobs.html", rows=rows, total=total, q=q, statuses=JobStatus, executors=executors)
 
     @get("/jobs/{job_id:str}")

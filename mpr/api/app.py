@@ -25,7 +25,7 @@ from typing import Any
 from litestar import Litestar, Request, get
 from litestar.config.csrf import CSRFConfig
 from litestar.exceptions import HTTPException
-from litestar.response import File, Response
+from litestar.response import Response
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.template.config import TemplateConfig
@@ -106,16 +106,15 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
         from tortoise import Tortoise
 
         from mpr import db
+        from mpr.api.callback import ReplayStore
         from mpr.callbacks import MAX_AGE
         from mpr.plugins import load_plugins
-
-        from mpr.api.callback import ReplayStore
 
         load_plugins()
         owns_db = not Tortoise.is_inited()
         if owns_db:
             await db.init_db(settings)
-        previous = db._portal  # noqa: SLF001 - restore what a test fixture had set
+        previous = db._portal
         db.set_portal(db.Portal(asyncio.get_running_loop()))
         app.state.replay_store = ReplayStore(settings.redis_url, MAX_AGE)
         handles: dict[str, Any] = {}

@@ -651,7 +651,11 @@ class PresetUpdateInput:
 
 def _given(data: Any) -> dict[str, Any]:
     """The fields of a preset input that were actually sent (UNSET ones are left out)."""
-    return {name: getattr(data, name) for name in _PRESET_FIELDS if getattr(data, name, strawberry.UNSET) is not strawberry.UNSET}
+    return {
+        name: getattr(data, name)
+        for name in _PRESET_FIELDS
+        if getattr(data, name, strawberry.UNSET) is not strawberry.UNSET
+    }
 
 
 # --------------------------------------------------------------------------- queries
@@ -879,7 +883,9 @@ class Mutation:
         await _service().update_preset(preset_id, _given(input))
         return Preset.from_model(await TranscodePreset.get(id=preset_id))
 
-    @strawberry.mutation(permission_classes=[TokenRequired], description="Delete a user preset (built-ins are protected).")
+    @strawberry.mutation(
+        permission_classes=[TokenRequired], description="Delete a user preset (built-ins are protected)."
+    )
     async def delete_preset(self, id: strawberry.ID) -> DeleteResult:
         await _service().delete_preset(parse_uuid(id, "preset"))
         return DeleteResult(ok=True)

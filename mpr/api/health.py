@@ -32,9 +32,9 @@ async def _timed(name: str, coro: object) -> Check:
     try:
         detail = await asyncio.wait_for(coro, CHECK_TIMEOUT)  # type: ignore[arg-type]
         return Check(name, True, str(detail))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Check(name, False, f"timed out after {CHECK_TIMEOUT:.0f}s")
-    except Exception as exc:  # a check reports any failure; it never raises
+    except Exception as exc:  # noqa: BLE001 - a check reports any failure; it never raises
         return Check(name, False, f"{type(exc).__name__}: {exc}"[:300])
 
 

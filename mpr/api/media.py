@@ -92,7 +92,10 @@ async def serve_media(request: Request, storage: Storage, key: str) -> Response[
         byte_range = parse_range(request.headers.get("range"), size)
     except ValueError:
         return Response(
-            "range not satisfiable\n", status_code=416, media_type="text/plain", headers={"Content-Range": f"bytes */{size}"}
+            "range not satisfiable\n",
+            status_code=416,
+            media_type="text/plain",
+            headers={"Content-Range": f"bytes */{size}"},
         )
     if byte_range is None:
         start, end, status = 0, size - 1, 200
@@ -184,7 +187,12 @@ async def thumbnail(request: Request, asset_id: str, t: float | None = None, w: 
             return _plain(404, str(exc))
         except MprError as exc:
             return _plain(422, f"cannot make a thumbnail: {str(exc).splitlines()[0][:200]}")
-    return File(target, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"}, content_disposition_type="inline")
+    return File(
+        target,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "public, max-age=86400"},
+        content_disposition_type="inline",
+    )
 
 
 routes = [media_in_route, media_out_route, thumbnail]

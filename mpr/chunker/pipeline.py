@@ -146,7 +146,6 @@ class Pipeline:
         self._planned = threading.Event()
         self._finished = threading.Event()
         self._started = time.monotonic()
-        self._phase = "encode"
         self._concat_done = 0.0
         self.video_start = 0.0
         self.total = 0.0
@@ -476,7 +475,6 @@ class Pipeline:
                 raise ffmpeg.Cancelled("cancelled")
             if self.failure is not None:
                 raise self.failure
-            self._phase = "concat"
             states = self.states
             missing = [s.chunk.index for s in states if s.status != ChunkStatus.DONE]
             if missing or not self.audio_done.is_set():

@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 
-
 def free_port() -> int:
     """A TCP port that was free a moment ago."""
     import socket
@@ -37,7 +36,9 @@ class Api:
     http: httpx.AsyncClient
     settings: Any
 
-    async def gql(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
         """POST a GraphQL document; return the JSON body (``data`` and maybe ``errors``)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
@@ -70,6 +71,7 @@ async def start_api(db, media, monkeypatch) -> AsyncIterator[Callable[..., Await
         app = create_app(settings, worker=worker, grpc=False)
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+
         async def serve() -> None:
             try:
                 await server.serve()

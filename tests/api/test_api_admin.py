@@ -93,7 +93,9 @@ async def test_lists_filters_and_edits(admin):
     assert str(failed.id)[:8] in r.text and str(running.id)[:8] not in r.text
 
     page = await admin.http.get(f"/admin/assets/{a.id}")
-    r = await admin.http.post(f"/admin/assets/{a.id}", data={"comments": "<b>good</b>", "_csrf_token": _csrf(page.text)})
+    r = await admin.http.post(
+        f"/admin/assets/{a.id}", data={"comments": "<b>good</b>", "_csrf_token": _csrf(page.text)}
+    )
     assert r.status_code == 303
     assert (await MediaAsset.get(id=a.id)).comments == "<b>good</b>"
     page = await admin.http.get(f"/admin/assets/{a.id}")
@@ -113,8 +115,16 @@ async def test_lists_filters_and_edits(admin):
 async def test_create_and_edit_presets(admin):
     assert (await _login(admin)).status_code == 303
     page = await admin.http.get("/admin/presets/new")
-    form = {"name": "admin-tiny", "container": "mp4", "video_codec": "libx264", "crf": "30", "width": "320",
-            "audio_codec": "aac", "audio_bitrate": "96k", "_csrf_token": _csrf(page.text)}
+    form = {
+        "name": "admin-tiny",
+        "container": "mp4",
+        "video_codec": "libx264",
+        "crf": "30",
+        "width": "320",
+        "audio_codec": "aac",
+        "audio_bitrate": "96k",
+        "_csrf_token": _csrf(page.text),
+    }
     r = await admin.http.post("/admin/presets/new", data=form)
     assert r.status_code == 303, r.text
     preset = await TranscodePreset.get(name="admin-tiny")

@@ -21,7 +21,7 @@ TOKEN = "t0ken-for-tests"
 async def test_mutations_need_the_token_queries_do_not(start_api):
     api = await start_api(MPR_API_TOKEN=TOKEN)
     asset = await make_asset()
-    doc = 'mutation { updateAsset(id: "%s", input: { comments: "x" }) { comments } }' % asset.id
+    doc = f'mutation {{ updateAsset(id: "{asset.id}", input: {{ comments: "x" }}) {{ comments }} }}'
     body = await api.gql(doc)
     assert "Authorization: Bearer" in body["errors"][0]["message"]
     body = await api.gql(doc, token="wrong")
@@ -48,7 +48,11 @@ async def test_job_events_subscription_streams_and_resumes(api):
     job = await make_job(await make_asset())
     await events.emit(events.JobEvent(job_id=str(job.id), type=events.STATUS, status="processing"))
     ws = await _ws(api)
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUB, "variables": {"id": str(job.id), "after": 0}}}))
+    await ws.send(
+        json.dumps(
+            {"id": "1", "type": "subscribe", "payload": {"query": SUB, "variables": {"id": str(job.id), "after": 0}}}
+        )
+    )
     first = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert first["type"] == "next"
     assert first["payload"]["data"]["jobEvents"]["status"] == "processing"
@@ -60,7 +64,11 @@ async def test_job_events_subscription_streams_and_resumes(api):
 
     # reconnect after sequence 1: only the progress event comes back
     ws = await _ws(api)
-    await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": {"query": SUB, "variables": {"id": str(job.id), "after": 1}}}))
+    await ws.send(
+        json.dumps(
+            {"id": "2", "type": "subscribe", "payload": {"query": SUB, "variables": {"id": str(job.id), "after": 1}}}
+        )
+    )
     again = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert again["payload"]["data"]["jobEvents"]["sequence"] == 2
     await ws.close()
@@ -68,7 +76,9 @@ async def test_job_events_subscription_streams_and_resumes(api):
 
 async def test_subscription_unknown_job_is_an_error(api):
     ws = await _ws(api)
-    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUB, "variables": {"id": "nope", "after": 0}}}))
+    await ws.send(
+        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUB, "variables": {"id": "nope", "after": 0}}})
+    )
     msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
     assert msg["type"] == "error" or msg["payload"].get("errors")
     assert "not a valid job id" in json.dumps(msg)

@@ -73,9 +73,7 @@ async def test_completed_callback_with_missing_output_fails_the_job(cb_api):
     assert "missing" in (await TranscodeJob.get(id=job.id)).error
 
 
-@pytest.mark.parametrize(
-    "case", ["unsigned", "wrong-secret", "stale", "future", "tampered", "bad-timestamp"]
-)
+@pytest.mark.parametrize("case", ["unsigned", "wrong-secret", "stale", "future", "tampered", "bad-timestamp"])
 async def test_bad_signatures_get_401_and_change_nothing(cb_api, media, clips, case):
     job = await _job_with_output(media, clips)
     payload = {"status": "completed"}
@@ -90,8 +88,9 @@ async def test_bad_signatures_get_401_and_change_nothing(cb_api, media, clips, c
     elif case == "tampered":
         body = json.dumps(payload).encode()
         hdrs = callbacks.sign_headers(body, SECRET)
-        r = await cb_api.http.post(f"/api/jobs/{job.id}/callback", content=body.replace(b"completed", b"failed"),
-                                   headers=hdrs)
+        r = await cb_api.http.post(
+            f"/api/jobs/{job.id}/callback", content=body.replace(b"completed", b"failed"), headers=hdrs
+        )
     else:
         r, _, _ = await _post(cb_api, job.id, payload, headers={callbacks.TIMESTAMP_HEADER: "yesterday"})
     assert r.status_code == 401, r.text

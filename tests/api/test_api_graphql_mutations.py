@@ -43,16 +43,20 @@ async def test_seed_mutations_run_a_real_job_end_to_end(start_api, media, clips)
     assert scan == {"found": 2, "registered": 2, "skipped": 0}
     assert (await api.ok(SEED_MUTATIONS["scan"]))["scanMediaFolder"] == {"found": 2, "registered": 0, "skipped": 2}
 
-    asset = next(a for a in (await api.ok('query { assets(status: "ready") { id filename duration } }'))["assets"]
-                 if a["filename"] == "sample.mp4")
+    asset = next(
+        a
+        for a in (await api.ok('query { assets(status: "ready") { id filename duration } }'))["assets"]
+        if a["filename"] == "sample.mp4"
+    )
     preset = await _preset_id(api, "720p")
     job = (await api.ok(SEED_MUTATIONS["create"] % (asset["id"], preset)))["createJob"]
     assert job["status"] in ("pending", "processing")
     done = await _wait_status(job["id"], {"completed", "failed"})
     assert done.status is JobStatus.COMPLETED, done.error
 
-    data = await api.ok('query($id: ID!) { job(id: $id) { status progress output { path size url duration } } }',
-                        {"id": job["id"]})
+    data = await api.ok(
+        "query($id: ID!) { job(id: $id) { status progress output { path size url duration } } }", {"id": job["id"]}
+    )
     out = data["job"]["output"]
     assert data["job"]["progress"] == 100.0 and out["size"] > 1000 and abs(out["duration"] - 3.0) < 0.3
     r = await api.http.get(out["url"], headers={"Range": "bytes=0-99"})
@@ -103,8 +107,10 @@ async def test_error_cases_are_clear_and_change_nothing(api):
         (SEED_MUTATIONS["retry"] % running.id, "only failed or cancelled jobs can be retried"),
         (SEED_MUTATIONS["delete"] % ready.id, "pending or running job"),
         (SEED_MUTATIONS["update"] % ("bad-uuid", "x"), "not a valid asset id"),
-        ('mutation { createPreset(input: {name: "bad", container: "mp4", videoCodec: "libx264", crf: 99}) { id } }',
-         "crf"),
+        (
+            'mutation { createPreset(input: {name: "bad", container: "mp4", videoCodec: "libx264", crf: 99}) { id } }',
+            "crf",
+        ),
         ('mutation { createPreset(input: {name: "bad2", container: "exe"}) { id } }', "container"),
     ]
     for document, expected in cases:
@@ -117,17 +123,22 @@ async def test_error_cases_are_clear_and_change_nothing(api):
 
 
 async def test_preset_create_update_delete_and_builtins_are_protected(api):
-    created = (await api.ok(
-        'mutation { createPreset(input: {name: "tiny", container: "mp4", videoCodec: "libx264", crf: 30, '
-        'width: 160, audioCodec: "aac", audioBitrate: "64k"}) { id name crf builtin source } }'
-    ))["createPreset"]
+    created = (
+        await api.ok(
+            'mutation { createPreset(input: {name: "tiny", container: "mp4", videoCodec: "libx264", crf: 30, '
+            'width: 160, audioCodec: "aac", audioBitrate: "64k"}) { id name crf builtin source } }'
+        )
+    )["createPreset"]
     assert created["name"] == "tiny" and created["crf"] == 30 and created["builtin"] is False
-    updated = (await api.ok('mutation($id: ID!) { updatePreset(id: $id, input: {crf: 28}) { crf width } }',
-                            {"id": created["id"]}))["updatePreset"]
+    updated = (
+        await api.ok(
+            "mutation($id: ID!) { updatePreset(id: $id, input: {crf: 28}) { crf width } }", {"id": created["id"]}
+        )
+    )["updatePreset"]
     assert updated == {"crf": 28, "width": 160}
-    assert (await api.ok('mutation($id: ID!) { deletePreset(id: $id) { ok } }', {"id": created["id"]}))["deletePreset"]
+    assert (await api.ok("mutation($id: ID!) { deletePreset(id: $id) { ok } }", {"id": created["id"]}))["deletePreset"]
     builtin = await _preset_id(api, "720p")
-    body = await api.gql('mutation($id: ID!) { deletePreset(id: $id) { ok } }', {"id": builtin})
+    body = await api.gql("mutation($id: ID!) { deletePreset(id: $id) { ok } }", {"id": builtin})
     assert "cannot be deleted" in body["errors"][0]["message"]
     assert await TranscodePreset.exists(id=builtin)
 
@@ -138,11 +149,13 @@ async def test_create_job_with_trim_and_options(start_api, media, clips):
     await api.ok(SEED_MUTATIONS["scan"])
     asset = (await api.ok("{ assets { id } }"))["assets"][0]
     preset = await _preset_id(api, "720p")
-    job = (await api.ok(
-        'mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p, trimStart: 0.5, trimEnd: 2.0, '
-        'outputName: "cut", priority: 5}) { id status trimStart trimEnd priority outputPath preset { id } } }',
-        {"a": asset["id"], "p": preset},
-    ))["createJob"]
+    job = (
+        await api.ok(
+            "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p, trimStart: 0.5, trimEnd: 2.0, "
+            'outputName: "cut", priority: 5}) { id status trimStart trimEnd priority outputPath preset { id } } }',
+            {"a": asset["id"], "p": preset},
+        )
+    )["createJob"]
     assert job["trimStart"] == 0.5 and job["trimEnd"] == 2.0 and job["priority"] == 5
     assert job["preset"] == {"id": preset}
     assert job["outputPath"].startswith("cut")

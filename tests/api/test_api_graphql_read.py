@@ -56,7 +56,7 @@ async def test_filters_search_and_pagination(api):
     page1 = (await api.ok("{ assets(limit: 2) { id path } }"))["assets"]
     page2 = (await api.ok("{ assets(limit: 2, offset: 2) { id path } }"))["assets"]
     assert [a["path"] for a in page1 + page2] == [f"clips/video{i}.mp4" for i in range(4)]
-    cursor = (await api.ok('query($a: ID) { assets(first: 2, after: $a) { path } }', {"a": page1[-1]["id"]}))["assets"]
+    cursor = (await api.ok("query($a: ID) { assets(first: 2, after: $a) { path } }", {"a": page1[-1]["id"]}))["assets"]
     assert [a["path"] for a in cursor] == ["clips/video2.mp4", "clips/video3.mp4"]
 
 

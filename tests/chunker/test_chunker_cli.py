@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mpr import events
 from mpr.chunker.display import ChunkProgress
-from tests.chunker.conftest import assert_same_frames, inspect
+from tests.chunker.chunkcheck import assert_same_frames, inspect
 
 MPR = Path(sys.executable).parent / "mpr"  # the venv's console script
 

@@ -12,7 +12,7 @@ from mpr import ffmpeg
 from mpr.chunker import concat, encode_audio, encode_chunk, plan_chunks
 from mpr.chunker.pipeline import run_chunked
 from mpr.models import ChunkStatus, JobChunk
-from tests.chunker.conftest import assert_same_frames, inspect
+from tests.chunker.chunkcheck import assert_same_frames, inspect
 
 
 def single_pass(source: Path, out: Path, preset) -> Path:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from testkit import make_clip
 from mpr import events, ffmpeg, jobs
 from mpr.chunker.pipeline import Pipeline, listening, work_dir_for
 from mpr.errors import FFmpegError
 from mpr.models import ChunkStatus, JobChunk, JobStatus
-from tests.chunker.conftest import assert_same_frames, inspect
+from testkit import make_clip
+from tests.chunker.chunkcheck import assert_same_frames, inspect
 
 
 class FlakyPipeline(Pipeline):

@@ -21,7 +21,7 @@ from .conftest import db_digest, put
 
 pytestmark = pytest.mark.timeout(240)
 
-MAX_EXAMPLES = 6  # per operation; ~20 operations → ~120 requests (about 30 s on a loaded 2-core box)
+MAX_EXAMPLES = 30  # per operation; 18 operations → ~540 requests (15-30 s on a loaded 2-core box)
 LEAKS = ("Traceback", 'File "/', "tortoise.", "sqlite3.", "asyncpg", "Exception:")
 
 

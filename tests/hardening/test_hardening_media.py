@@ -22,6 +22,7 @@ WEIRD_NAMES = [
     "sp ace 'single' \"double\" ünï€ode.mp4",
     "--help.mp4",
     "semi;colon $(x) `y` & z.mp4",
+    "new\nline\ttab.mp4",
 ]
 ASSETS = "{ assets { id path status error width height } }"
 CREATE = "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p}) { id status outputPath } }"
@@ -107,6 +108,16 @@ async def test_hostile_files_become_clear_asset_errors_and_good_odd_names_work(s
         assert job.status is JobStatus.COMPLETED, (name, job.error)
         assert (media["out"] / job.output_path).stat().st_size > 1000, name
     assert not (Path.cwd() / "-i.mp4").exists()
+
+    # the chunker (concat list files, per-chunk encodes) copes with the same names
+    chunked = (await api.ok(
+        "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p, chunked: true,"
+        " chunkSeconds: 1, chunkWorkers: 2}) { id } }",
+        {"a": assets[WEIRD_NAMES[1]]["id"], "p": presets["h264-720p"]},
+    ))["createJob"]
+    job = await wait_job(chunked["id"], JobStatus.COMPLETED, JobStatus.FAILED, timeout=120)
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert (media["out"] / job.output_path).stat().st_size > 1000
 
 
 async def test_a_source_corrupted_after_scan_fails_its_job_and_the_worker_runs_the_next(serve, media, clips, tmp_path):

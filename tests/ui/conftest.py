@@ -246,9 +246,14 @@ def proxy(ui_server: Server) -> Iterator[DroppingProxy]:
         p.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium via Playwright for Python (no downloaded browser)."""
+    """Debian's Chromium via Playwright for Python (no downloaded browser).
+
+    Module scope, not session: while sync_playwright() is open it leaves an
+    asyncio loop marked running in the main thread, which breaks every
+    pytest-asyncio test collected after the UI tests.
+    """
     require("Chromium", CHROMIUM.exists(), str(CHROMIUM))
     from playwright.sync_api import sync_playwright
 

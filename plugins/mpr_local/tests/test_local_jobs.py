@@ -207,3 +207,18 @@ async def test_deleted_asset_is_refused_while_queued_and_its_failed_job_cannot_b
     with pytest.raises(ValidationError, match="source asset was deleted"):
         await service.retry_job(job.id)
     assert snapshot(await TranscodeJob.get(id=job.id)) == before
+
+
+async def test_submitted_jobs_are_queued_by_priority_then_age(sqlite_db, queue_kind, library):
+    from mpr_local.queue import get_queue
+
+    from mpr.settings import get_settings
+
+    asset = await library.add()
+    jobs = [await service.create_job(asset.id, "copy", priority=p) for p in (0, 5, -3, 5, 100)]
+    queue = get_queue(get_settings())
+    items = await asyncio.to_thread(queue.huey.storage.enqueued_items)
+    order = [queue.huey.deserialize_task(data).args[0] for data in items]
+    expected = [jobs[i] for i in (4, 1, 3, 0, 2)]
+    assert order == [str(j.id) for j in expected]
+    assert all(j.external_id for j in jobs)  # the huey task ids
