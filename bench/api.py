@@ -215,7 +215,7 @@ async def main() -> None:
             try:
                 for name, query in QUERIES.items():
                     p50, p99, rps = await measure(client, query, args.n, args.c)
-                    rows.append((name, p50, p99, rps, f"{len(done)} finished so far"))
+                    rows.append((name, p50, p99, rps, str(len(done))))
             finally:
                 transcoder.cancel()
                 await client.post("/graphql", json={"query": 'mutation($id: ID!) { cancelJob(id: $id) { id } }',
@@ -224,10 +224,10 @@ async def main() -> None:
         print(f"\nGraphQL over HTTP, {kind}, {args.rows} assets + {args.rows} jobs, {args.n} requests x "
               f"{args.c} clients, one H.264 1080p transcode always running ({len(done)} finished during the run); "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-        print(f"| {'query':<20} | {'p50 ms':>7} | {'p99 ms':>7} | {'req/s':>7} | transcodes done |")
-        print(f"|{'-' * 22}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 17}|")
+        print(f"| {'query':<20} | {'p50 ms':>7} | {'p99 ms':>7} | {'req/s':>7} | transcodes finished |")
+        print(f"|{'-' * 22}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 22}|")
         for name, p50, p99, rps, note in rows:
-            print(f"| {name:<20} | {p50:7.1f} | {p99:7.1f} | {rps:7.1f} | {note:<15} |")
+            print(f"| {name:<20} | {p50:7.1f} | {p99:7.1f} | {rps:7.1f} | {note:>20} |")
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

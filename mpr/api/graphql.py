@@ -164,27 +164,30 @@ _JOB_NEEDS = {
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
 
-def _requested(info: Info) -> set[str]:
-    """Names of the fields selected under the current field (fragments flattened)."""
+def _requested(info: Info, under: str | None = None) -> set[str]:
+    """Names of the fields selected under the current field, or under its sub-field ``under``."""
     names: set[str] = set()
 
-    def walk(selections: Iterable[Any]) -> None:
+    def walk(selections: Iterable[Any], target: str | None) -> None:
         for sel in selections:
             if hasattr(sel, "name") and not hasattr(sel, "type_condition"):
-                names.add(sel.name)
+                if target is None:
+                    names.add(sel.name)
+                elif sel.name == target:
+                    walk(sel.selections, None)
             else:  # fragment spread or inline fragment
-                walk(getattr(sel, "selections", []))
+                walk(getattr(sel, "selections", []), target)
 
     for field in info.selected_fields:
-        walk(field.selections)
+        walk(field.selections, under)
     return names
 
 
-def columns_for(info: Info, model: type, needs: dict[str, tuple[str, ...]]) -> list[str]:
+def columns_for(info: Info, model: type, needs: dict[str, tuple[str, ...]], under: str | None = None) -> list[str]:
     """The model columns a list query must load for the fields the client asked for."""
     db_fields = set(model._meta.db_fields) | {f + "_id" for f in model._meta.fk_fields}
     cols = {"id"}
-    for name in _requested(info):
+    for name in _requested(info, under):
         if name in needs:
             cols.update(needs[name])
         else:
@@ -242,16 +245,17 @@ async def _load_one(info: Info, loader: str, key: Any, kind: Any) -> Any:
 async def prefetch_related(info: Info, jobs: list[Job]) -> None:
     """Load the assets and presets a `jobs` list asks for in one query each, attached to the jobs."""
     wanted = _requested(info)
-    for field, attr, model, kind in (
-        ("sourceAsset", "source_asset_id", MediaAsset, Asset),
-        ("preset", "preset_id", TranscodePreset, Preset),
-    ):
-        if field not in wanted:
-            continue
-        keys = {getattr(j, attr) for j in jobs if getattr(j, attr)}
-        rows = {str(r.id): kind.from_model(r) for r in await model.filter(id__in=list(keys))} if keys else {}
+    if "sourceAsset" in wanted:
+        keys = list({j.source_asset_id for j in jobs if j.source_asset_id})
+        cols = columns_for(info, MediaAsset, _ASSET_NEEDS, under="sourceAsset")
+        assets = {str(r["id"]): Asset.from_model(r) for r in await MediaAsset.filter(id__in=keys).values(*cols)}
         for job in jobs:
-            job.prefetched[field] = rows.get(str(getattr(job, attr)))
+            job.prefetched["sourceAsset"] = assets.get(str(job.source_asset_id))
+    if "preset" in wanted:
+        keys = list({j.preset_id for j in jobs if j.preset_id})
+        presets = {str(r.id): Preset.from_model(r) for r in await TranscodePreset.filter(id__in=keys)}
+        for job in jobs:
+            job.prefetched["preset"] = presets.get(str(job.preset_id))
 
 
 # --------------------------------------------------------------------------- types
@@ -695,6 +699,8 @@ class Query:
             if anchor is None:
                 raise NotFound(f"cursor asset {after} does not exist")
             qs = qs.filter(path__gt=anchor.path)
+        if size == 0:
+            return []  # Tortoise drops "LIMIT 0" and SQLite then refuses a bare OFFSET (internal error)
         cols = columns_for(info, MediaAsset, _ASSET_NEEDS)
         rows = await qs.order_by("path").offset(skip).limit(size).values(*cols)
         return [Asset.from_model(a) for a in rows]
@@ -734,6 +740,8 @@ class Query:
         qs = _jobs_filter(status, asset_id, executor, search)
         if after:
             qs = await _job_cursor_filter(qs, after)
+        if size == 0:
+            return []  # see assets(): LIMIT 0 with an OFFSET is an SQLite syntax error through Tortoise
         cols = columns_for(info, TranscodeJob, _JOB_NEEDS)
         rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size).values(*cols)
         result = [Job.from_model(j) for j in rows]

@@ -141,3 +141,16 @@ async def test_graphiql_is_served_to_browsers(api):
     r = await api.http.get("/graphql", headers={"Accept": "text/html"})
     assert r.status_code == 200
     assert "graphiql" in r.text.lower()
+
+
+async def test_lists_load_the_columns_fragments_ask_for(api):
+    asset = await make_asset("frag.mp4", comments="via fragment")
+    job = await make_job(asset, status="completed", output_size=10)
+    data = await api.ok(
+        "query { jobs { ...J } assets { ... on Asset { comments } } } "
+        "fragment J on Job { id output { size } sourceAsset { ...A } } fragment A on Asset { filename comments }"
+    )
+    assert data["jobs"] == [
+        {"id": str(job.id), "output": {"size": 10.0}, "sourceAsset": {"filename": "frag.mp4", "comments": "via fragment"}}
+    ]
+    assert data["assets"] == [{"comments": "via fragment"}]

@@ -69,9 +69,7 @@ async def stop_app(server: Any, task: asyncio.Task, client: httpx.AsyncClient) -
     await asyncio.wait_for(task, 30)
 
 
-@pytest.fixture
-async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
-    """``await serve(worker=True, MPR_API_TOKEN="x")``: the real app on a free port (SQLite database)."""
+async def _serving(monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     from mpr.settings import get_settings
 
     started: list[tuple[Any, asyncio.Task, httpx.AsyncClient]] = []
@@ -91,11 +89,44 @@ async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Aw
         await stop_app(server, task, client)
 
 
-def db_digest(db_file: Path) -> str:
-    """A hash of every row of every table (read with a separate connection; safe from any thread)."""
+@pytest.fixture
+async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    """``await serve(worker=True, MPR_API_TOKEN="x")``: the real app on a free port (SQLite database)."""
+    async for start in _serving(monkeypatch):
+        yield start
+
+
+@pytest.fixture
+async def serve_any_db(db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    """Like ``serve``, on SQLite and (second run) a fresh database on the machine's PostgreSQL."""
+    async for start in _serving(monkeypatch):
+        yield start
+
+
+def db_digest(db_file: Path | str) -> str:
+    """A hash of every row of every table, from a separate connection (safe from any thread).
+
+    ``db_file`` is a SQLite file, or a ``postgres://`` URL (read with asyncpg on a private loop).
+    """
+    h = hashlib.sha256()
+    if str(db_file).startswith("postgres://"):
+        import asyncpg
+
+        async def dump() -> None:
+            conn = await asyncpg.connect(str(db_file).replace("postgres://", "postgresql://", 1))
+            try:
+                tables = [r[0] for r in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")]
+                for table in tables:
+                    for row in await conn.fetch(f'SELECT * FROM "{table}" ORDER BY 1'):
+                        h.update(repr((table, tuple(row))).encode())
+            finally:
+                await conn.close()
+
+        asyncio.run(dump())
+        return h.hexdigest()
     conn = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, timeout=10)
     try:
-        h = hashlib.sha256()
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
         for table in tables:
             if table.startswith("sqlite_"):
