@@ -63,10 +63,9 @@ def _cpu() -> float:
 
 
 def _with_threads(argv: list[str], output: Path, threads: int | None) -> list[str]:
-    if not threads:
-        return argv
-    i = argv.index("file:" + os.path.abspath(output))
-    return [*argv[:i], "-threads", str(threads), *argv[i:]]
+    from mpr.chunker.encode import limit_threads
+
+    return limit_threads(argv, output, threads)
 
 
 def single_pass(source: Path, out: Path, preset, threads: int | None) -> None:

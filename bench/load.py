@@ -27,7 +27,6 @@ import asyncio
 import os
 import shutil
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -56,7 +55,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def make_clips(dst: Path, n: int, seconds: float) -> list[str]:
@@ -99,8 +98,12 @@ async def wait_http(url: str, timeout: float = 60) -> None:
 async def measure_api(url: str, stop: asyncio.Event, samples: dict[str, list[float]], rate: float = 20.0) -> None:
     """Sequential requests at ~``rate``/s, round-robin over three endpoints, latency per endpoint in ms."""
     requests = [
-        ("graphql jobs(first 20)", "POST", "/graphql",
-         {"query": "{ jobs(limit: 20) { id status progress sourceAsset { path } } }"}),
+        (
+            "graphql jobs(first 20)",
+            "POST",
+            "/graphql",
+            {"query": "{ jobs(limit: 20) { id status progress sourceAsset { path } } }"},
+        ),
         ("graphql systemStatus", "POST", "/graphql", {"query": "{ systemStatus { status version } }"}),
         ("GET /healthz", "GET", "/healthz", None),
     ]
@@ -132,26 +135,37 @@ async def grpc_web_stream(url: str, job_id: str, after: int = 0) -> tuple[list[t
     events: list[tuple[int, str, str]] = []
     trailer = ""
     buf = b""
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=30)) as client:
-        async with client.stream(
-            "POST", url + GRPC_PATH, content=grpc_web_request(job_id, after),
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(300, connect=30)) as client,
+        client.stream(
+            "POST",
+            url + GRPC_PATH,
+            content=grpc_web_request(job_id, after),
             headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
-        ) as r:
-            async for chunk in r.aiter_bytes():
-                buf += chunk
-                while len(buf) >= 5:
-                    flag, length = buf[0], struct.unpack(">I", buf[1:5])[0]
-                    if len(buf) < 5 + length:
-                        break
-                    payload, buf = buf[5 : 5 + length], buf[5 + length :]
-                    if flag & 0x80:
-                        trailer = payload.decode(errors="replace")
-                    else:
-                        e = events_pb2.PipelineEvent.FromString(payload)
-                        events.append((e.sequence, e.type, e.status))
-            if not trailer:
-                trailer = r.headers.get("grpc-status", "")
+        ) as r,
+    ):
+        async for chunk in r.aiter_bytes():
+            buf += chunk
+            while len(buf) >= 5:
+                flag, length = buf[0], struct.unpack(">I", buf[1:5])[0]
+                if len(buf) < 5 + length:
+                    break
+                payload, buf = buf[5 : 5 + length], buf[5 + length :]
+                if flag & 0x80:
+                    trailer = payload.decode(errors="replace")
+                else:
+                    e = events_pb2.PipelineEvent.FromString(payload)
+                    events.append((e.sequence, e.type, e.status))
+        if not trailer:
+            trailer = r.headers.get("grpc-status", "")
     return events, trailer
+
+
+def history_text(seqs: list[int]) -> str:
+    if not seqs:
+        return "0"
+    gap_free = seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    return f"{len(seqs)} (seq {seqs[0]}..{seqs[-1]}, gap-free: {gap_free})"
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -189,16 +203,23 @@ async def main() -> None:
     queue = f"mprload_{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
-        "MEDIA_IN": str(media_in), "MEDIA_OUT": str(media_out), "MPR_VAR_DIR": str(var),
-        "MPR_DATABASE_URL": db_url, "MPR_REDIS_URL": args.redis, "MPR_LOCAL_QUEUE": queue,
-        "MPR_WORKERS": "1", "MPR_GRPC_PORT": "0", "MPR_LOG_LEVEL": "WARNING", "MPR_PORT": str(port),
+        "MEDIA_IN": str(media_in),
+        "MEDIA_OUT": str(media_out),
+        "MPR_VAR_DIR": str(var),
+        "MPR_DATABASE_URL": db_url,
+        "MPR_REDIS_URL": args.redis,
+        "MPR_LOCAL_QUEUE": queue,
+        "MPR_WORKERS": "1",
+        "MPR_GRPC_PORT": "0",
+        "MPR_LOG_LEVEL": "WARNING",
+        "MPR_PORT": str(port),
     }
     for name in ("MPR_API_TOKEN", "MPR_EXECUTOR"):
         env.pop(name, None)
     procs: list[subprocess.Popen] = []
     rows: list[tuple[str, str]] = []
     try:
-        subprocess.run([MPR, "migrate"], env=env, check=True, capture_output=True)
+        subprocess.run([MPR, "migrate"], env=env, check=True, capture_output=True)  # noqa: ASYNC221 - set-up
         names = make_clips(media_in, args.clips, args.seconds)
         from testkit import make_clip
 
@@ -222,8 +243,11 @@ async def main() -> None:
             job_ids = []
             for i in range(args.jobs):
                 started = time.perf_counter()
-                job = (await gql(client, "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p})"
-                                         " { id } }", {"a": assets[names[i % len(names)]], "p": presets[args.preset]}))
+                job = await gql(
+                    client,
+                    "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p}) { id } }",
+                    {"a": assets[names[i % len(names)]], "p": presets[args.preset]},
+                )
                 create_ms.append((time.perf_counter() - started) * 1000)
                 job_ids.append(job["createJob"]["id"])
             queued_s = time.perf_counter() - t0
@@ -231,7 +255,8 @@ async def main() -> None:
                 counts = {}
                 for status in ("pending", "processing", "completed", "failed", "cancelled"):
                     counts[status] = (await gql(client, "query($s: String) { jobCount(status: $s) }", {"s": status}))[
-                        "jobCount"]
+                        "jobCount"
+                    ]
                 if counts["pending"] + counts["processing"] == 0:
                     break
                 if time.perf_counter() - t0 > 3600:
@@ -271,19 +296,28 @@ async def main() -> None:
             ("output files / distinct output paths", f"{len(outputs)} / {len(expected)}"),
             ("max attempts (1 = none ran twice)", str(max(attempts) if attempts else "-")),
             ("jobs with >1 PROCESSING event", str(processing_twice)),
-            ("queueing time (createJob x N)", f"{queued_s:.1f} s, createJob p50 {pct(create_ms, 50):.0f} ms "
-                                              f"p99 {pct(create_ms, 99):.0f} ms"),
+            (
+                "queueing time (createJob x N)",
+                (f"{queued_s:.1f} s, createJob p50 {pct(create_ms, 50):.0f} ms p99 {pct(create_ms, 99):.0f} ms"),
+            ),
             ("all done after", f"{total_s:.1f} s ({args.jobs / total_s:.1f} jobs/s)"),
         ]
         all_ms = [v for vs in samples.values() for v in vs]
         for name, values in [*sorted(samples.items()), ("API overall", all_ms)]:
-            rows.append((f"{name} (n={len(values)})",
-                         f"p50 {pct(values, 50):.1f} ms  p99 {pct(values, 99):.1f} ms  max {max(values):.1f} ms"))
+            rows.append(
+                (
+                    f"{name} (n={len(values)})",
+                    f"p50 {pct(values, 50):.1f} ms  p99 {pct(values, 99):.1f} ms  max {max(values):.1f} ms",
+                )
+            )
 
         # ---- part 2: S concurrent gRPC-Web streams on one job
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-            job = (await gql(client, "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p})"
-                                     " { id } }", {"a": assets["streamed.mp4"], "p": presets[args.stream_preset]}))
+            job = await gql(
+                client,
+                "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p}) { id } }",
+                {"a": assets["streamed.mp4"], "p": presets[args.stream_preset]},
+            )
             jid = job["createJob"]["id"]
             started = time.perf_counter()
             results = await asyncio.gather(*(grpc_web_stream(url, jid) for _ in range(args.streams)))
@@ -294,11 +328,11 @@ async def main() -> None:
         ok_trailers = sum(1 for _, trailer in results if "grpc-status:0" in trailer.replace(" ", "") or trailer == "0")
         final = reference[-1][2] if reference else "?"
         rows += [
-            ("gRPC-Web streams on one job", f"{args.streams} concurrent, {args.stream_seconds:g} s clip "
-                                            f"{args.stream_preset}, ended {final}"),
-            ("events in the job's history", f"{len(ref_seqs)} (seq {ref_seqs[0] if ref_seqs else '-'}.."
-                                            f"{ref_seqs[-1] if ref_seqs else '-'}, gap-free: "
-                                            f"{ref_seqs == list(range(ref_seqs[0], ref_seqs[0] + len(ref_seqs))) if ref_seqs else False})"),
+            (
+                "gRPC-Web streams on one job",
+                (f"{args.streams} concurrent, {args.stream_seconds:g} s clip {args.stream_preset}, ended {final}"),
+            ),
+            ("events in the job's history", history_text(ref_seqs)),
             ("streams that got every event", f"{complete} / {args.streams}"),
             ("streams ending with grpc-status 0", f"{ok_trailers} / {args.streams}"),
             ("stream wall time", f"{elapsed:.1f} s"),
@@ -321,14 +355,13 @@ async def main() -> None:
                 print(f"could not drop {dbname}: {exc}")
             try:
                 import redis
-
                 from mpr_local.queue import reset_queues  # noqa: F401 - only to be sure the plugin is importable
 
                 rconn = redis.Redis.from_url(args.redis)
                 for key in rconn.scan_iter(f"*{queue}*"):
                     rconn.delete(key)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
+                print(f"could not remove the queue keys: {exc}")
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work} and database {dbname}")

@@ -65,4 +65,12 @@ def register_commands(cli: Any) -> None:
 
 @hookspec
 def startup(app: Any) -> None:
-    """Called once when the web app is built; may add routes or checks to the Litestar ``app``."""
+    """Called once when the web app is built, with the Litestar ``app``.
+
+    A plugin may register routes (``app.register``), start-up work
+    (``app.on_startup.append(async_fn)``, run once the database is open) and
+    shutdown work (``app.state.before_db_close.append(async_fn)``, run while
+    the database is still open). ``app.state.settings`` holds the settings and
+    ``app.state.embed_worker`` tells whether ``mpr serve`` wants an in-process
+    worker. mpr-local starts its embedded worker this way.
+    """

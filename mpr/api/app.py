@@ -126,16 +126,15 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
             else:
                 result = await sync_presets()
                 log.info("presets synced: %s", result)
-            if worker and settings.executor == "local":
-                from mpr_local.worker import start_embedded_worker  # the local plugin, imported only when used
-
-                handles["worker"] = await asyncio.to_thread(start_embedded_worker, settings)
             if grpc:
                 handles["grpc"] = await _start_grpc(settings)
             yield
         finally:
-            if handles.get("worker") is not None:
-                await asyncio.to_thread(handles["worker"].stop, 10.0)
+            for cleanup in reversed(app.state.before_db_close):  # plugins' (e.g. the embedded worker)
+                try:
+                    await cleanup()
+                except Exception:
+                    log.exception("shutdown step %r failed", cleanup)
             if handles.get("grpc") is not None:
                 await handles["grpc"].stop(0.5)
             await app.state.replay_store.close()
@@ -180,6 +179,13 @@ def create_app(settings: Settings | None = None, *, worker: bool = False, grpc: 
     )
     app.state.settings = settings
     app.state.admin = admin.AdminAuth(settings.admin_password)
+    # Plugins hook into the app here: mpr_local starts its embedded worker when
+    # ``embed_worker`` is set (``mpr serve`` without --no-worker).
+    app.state.embed_worker = worker
+    app.state.before_db_close = []
+    from mpr.plugins import plugin_manager
+
+    plugin_manager().hook.startup(app=app)
     return app
 
 

@@ -152,9 +152,6 @@ async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]
         callbacks.verify(dict(request.headers), body, settings.callback_secret)
     except AuthError as exc:
         return _error(401, str(exc))
-    store: ReplayStore = request.app.state.replay_store
-    if not await store.first_use(request.headers.get(callbacks.SIGNATURE_HEADER, "")):
-        return _error(401, "callback signature was already used (replay)")
     try:
         jid = jobs.parse_job_id(job_id)
     except ValidationError:
@@ -169,6 +166,10 @@ async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]
     job = await TranscodeJob.get_or_none(id=jid)
     if job is None:
         return _error(404, f"job {job_id} does not exist")
+    # recorded only now: a signed body posted to the wrong URL first must not burn the genuine delivery
+    store: ReplayStore = request.app.state.replay_store
+    if not await store.first_use(request.headers.get(callbacks.SIGNATURE_HEADER, "")):
+        return _error(401, "callback signature was already used (replay)")
 
     if data.get("metrics"):
         log.info("job %s callback metrics: %s", jid, data["metrics"])

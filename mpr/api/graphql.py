@@ -27,7 +27,7 @@ from typing import Any
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -927,7 +927,43 @@ class Subscription:
 def _is_user_error(error: GraphQLError) -> bool:
     original = error.original_error
     # No original error: a GraphQL syntax/validation error, whose message is already safe.
-    return original is None or isinstance(original, MprError)
+    # Tortoise's ValidationError: a user value broke a column rule (e.g. a filter longer than the column).
+    from tortoise.exceptions import ValidationError as ColumnError
+
+    return original is None or isinstance(original, (MprError, ColumnError))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class RejectNulCharacters(SchemaExtension):
+    """Refuse NUL characters in any string (variables or literals): PostgreSQL cannot store them in text."""
+
+    def on_execute(self) -> Any:
+        ctx = self.execution_context
+        document = ctx.graphql_document
+        literals: list[str] = []
+        if document is not None:
+            from graphql.language import Visitor, visit
+
+            class _Strings(Visitor):
+                def enter_string_value(self, node: Any, *_: Any) -> None:
+                    literals.append(node.value)
+
+            visit(document, _Strings())
+        if _has_nul(ctx.variables) or _has_nul(literals):
+            from graphql import ExecutionResult
+
+            error = GraphQLError("text must not contain NUL (\\u0000) characters")
+            ctx.result = ExecutionResult(data=None, errors=[error])
+        yield
 
 
 class MaskInternalErrors(MaskErrors):
@@ -971,6 +1007,7 @@ def make_schema() -> strawberry.Schema:
             MaxTokensLimiter(max_token_count=MAX_TOKENS),
             MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             QueryDepthLimiter(max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
+            RejectNulCharacters,
             MaskInternalErrors,
         ],
     )

@@ -32,6 +32,16 @@ def _insert_before_output(argv: list[str], out_path: Path, args: list[str]) -> l
     return [*argv[:i], *args, *argv[i:]]
 
 
+def limit_threads(argv: list[str], out_path: str | Path, threads: int | None) -> list[str]:
+    """``argv`` with decoder, filter and encoder threads all capped at ``threads`` (None: unchanged)."""
+    if not threads:
+        return argv
+    n = str(threads)
+    argv = _insert_before_output(argv, Path(out_path), ["-threads", n])
+    i = argv.index("-i")
+    return [argv[0], "-filter_threads", n, *argv[1:i], "-threads", n, *argv[i:]]
+
+
 def _partial(out_path: Path) -> Path:
     # Same suffix so nothing that looks at the name is surprised; renamed only when complete,
     # so an existing out_path is always a finished file (what chunk reuse on retry relies on).
@@ -47,11 +57,11 @@ def chunk_command(
     ffmpeg's own microsecond rounding of the keyframe pts), then stop after
     the chunk's frame count, timestamps passed through unchanged so a
     variable-frame-rate source keeps every frame where it was. ``threads``
-    caps the encoder's threads (``-threads``; None = ffmpeg's default).
+    caps the decoder's, filters' and encoder's threads (None = ffmpeg's default).
     """
     out_path = Path(out_path)
     argv = ffmpeg.build_command(source, out_path, part_preset(preset), start=chunk.start or None, audio=False)
-    extra: list[str] = ["-threads", str(threads)] if threads else []
+    extra: list[str] = []
     if preset.fps:
         # The fps filter makes its own frames; stop by time instead of by source frame count.
         extra += ["-t", f"{chunk.duration:.6f}"]
@@ -61,7 +71,7 @@ def chunk_command(
             extra += ["-frames:v", str(chunk.frames)]
         else:
             extra += ["-t", f"{chunk.duration:.6f}"]
-    return _insert_before_output(argv, out_path, extra)
+    return limit_threads(_insert_before_output(argv, out_path, extra), out_path, threads)
 
 
 def encode_chunk(

@@ -162,3 +162,35 @@ async def test_create_job_with_trim_and_options(start_api, media, clips):
     done = await _wait_status(job["id"], {"completed", "failed"})
     assert done.status is JobStatus.COMPLETED, done.error
     assert abs(done.output_duration - 1.5) < 0.3
+
+
+async def test_chunked_job_reports_its_chunks(start_api, media, clips):
+    api = await start_api(worker=True)
+    put_clip(media, clips["video"], "chunky.mp4")
+    await api.ok(SEED_MUTATIONS["scan"])
+    asset = (await api.ok("{ assets { id } }"))["assets"][0]
+    preset = await _preset_id(api, "720p")
+    job = (
+        await api.ok(
+            "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p, chunked: true, "
+            "chunkSeconds: 1, chunkWorkers: 2}) { id chunked chunkSeconds chunkWorkers } }",
+            {"a": asset["id"], "p": preset},
+        )
+    )["createJob"]
+    assert job["chunked"] is True and job["chunkSeconds"] == 1.0 and job["chunkWorkers"] == 2
+    done = await _wait_status(job["id"], {"completed", "failed"})
+    assert done.status is JobStatus.COMPLETED, done.error
+    data = await api.ok("query($id: ID!) { job(id: $id) { chunks { index status start end } } }", {"id": job["id"]})
+    chunks = data["job"]["chunks"]
+    assert chunks and all(c["status"] == "done" for c in chunks)
+    assert [c["index"] for c in chunks] == list(range(len(chunks)))
+
+
+async def test_unknown_executor_is_refused_before_any_row_exists(api, media, clips):
+    put_clip(media, clips["video"], "a.mp4")
+    asset = await make_asset("a.mp4")
+    body = await api.gql(
+        'mutation($a: ID!) { createJob(input: {sourceAssetId: $a, executor: "nope"}) { id } }', {"a": str(asset.id)}
+    )
+    assert "nope" in body["errors"][0]["message"]
+    assert await TranscodeJob.all().count() == 0

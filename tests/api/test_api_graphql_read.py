@@ -151,6 +151,10 @@ async def test_lists_load_the_columns_fragments_ask_for(api):
         "fragment J on Job { id output { size } sourceAsset { ...A } } fragment A on Asset { filename comments }"
     )
     assert data["jobs"] == [
-        {"id": str(job.id), "output": {"size": 10.0}, "sourceAsset": {"filename": "frag.mp4", "comments": "via fragment"}}
+        {
+            "id": str(job.id),
+            "output": {"size": 10.0},
+            "sourceAsset": {"filename": "frag.mp4", "comments": "via fragment"},
+        }
     ]
     assert data["assets"] == [{"comments": "via fragment"}]

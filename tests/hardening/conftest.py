@@ -30,7 +30,9 @@ class Api:
     http: httpx.AsyncClient
     settings: Any
 
-    async def gql(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
         assert r.status_code == 200, r.text
@@ -115,8 +117,12 @@ def db_digest(db_file: Path | str) -> str:
         async def dump() -> None:
             conn = await asyncpg.connect(str(db_file).replace("postgres://", "postgresql://", 1))
             try:
-                tables = [r[0] for r in await conn.fetch(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")]
+                tables = [
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+                    )
+                ]
                 for table in tables:
                     for row in await conn.fetch(f'SELECT * FROM "{table}" ORDER BY 1'):
                         h.update(repr((table, tuple(row))).encode())

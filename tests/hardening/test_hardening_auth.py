@@ -38,19 +38,37 @@ async def _fixture_rows(media, clips):
     from mpr import scan
 
     asset, _ = await scan.register("a.mp4")
-    job = await TranscodeJob.create(source_asset=asset, source_path="a.mp4", output_path="o.mp4", executor="local",
-                                    preset_snapshot={}, status=JobStatus.FAILED, error="boom")
-    preset = await TranscodePreset.create(name="mine", container="mp4", video_codec="libx264", audio_codec="aac",
-                                          source="user")
+    job = await TranscodeJob.create(
+        source_asset=asset,
+        source_path="a.mp4",
+        output_path="o.mp4",
+        executor="local",
+        preset_snapshot={},
+        status=JobStatus.FAILED,
+        error="boom",
+    )
+    preset = await TranscodePreset.create(
+        name="mine", container="mp4", video_codec="libx264", audio_codec="aac", source="user"
+    )
     return asset, job, preset
 
 
 async def test_every_admin_page_and_form_needs_a_session_and_every_form_needs_csrf(serve, media, clips):
     api = await serve(MPR_ADMIN_PASSWORD=PASSWORD)
     asset, job, preset = await _fixture_rows(media, clips)
-    pages = ["/admin", "/admin/", "/admin/assets", f"/admin/assets/{asset.id}", "/admin/presets", "/admin/presets/new",
-             f"/admin/presets/{preset.id}", "/admin/jobs", f"/admin/jobs/{job.id}", "/admin/chunks",
-             "/admin/jobs?status=failed&q=%3Cscript%3E"]
+    pages = [
+        "/admin",
+        "/admin/",
+        "/admin/assets",
+        f"/admin/assets/{asset.id}",
+        "/admin/presets",
+        "/admin/presets/new",
+        f"/admin/presets/{preset.id}",
+        "/admin/jobs",
+        f"/admin/jobs/{job.id}",
+        "/admin/chunks",
+        "/admin/jobs?status=failed&q=%3Cscript%3E",
+    ]
     forms = {
         f"/admin/assets/{asset.id}": {"comments": "pwned"},
         "/admin/presets/new": {"name": "evil", "container": "mp4", "video_codec": "libx264"},
@@ -94,6 +112,19 @@ async def test_every_admin_page_and_form_needs_a_session_and_every_form_needs_cs
     # pages escape what they show
     r = await api.http.get("/admin/jobs?q=%3Cscript%3Ealert(1)%3C/script%3E")
     assert r.status_code == 200 and "<script>alert(1)</script>" not in r.text
+    # hostile ids and parameters on the logged-in pages: clear 4xx or a page, never a 500
+    for page in [
+        "/admin/assets/..%2f..%2fetc%2fpasswd",
+        "/admin/jobs/%00",
+        "/admin/presets/" + "9" * 500,
+        "/admin/jobs?page=-1",
+        "/admin/jobs?page=abc",
+        "/admin/jobs?status=%00",
+        "/admin/assets?kind=nope",
+        f"/admin/jobs/{job.id}?x=%ff%fe",
+    ]:
+        r = await api.http.get(page)
+        assert r.status_code < 500 and "Traceback" not in r.text, (page, r.status_code)
 
 
 async def test_cookies_are_secure_when_served_over_https(serve, media):
@@ -104,8 +135,11 @@ async def test_cookies_are_secure_when_served_over_https(serve, media):
     # httpx does not send Secure cookies over http: pass the CSRF cookie by hand, as a browser on https would
     token = _csrf(page.text)
     cookie = csrf_cookie.split(";")[0]
-    r = await api.http.post("/admin/login", data={"password": PASSWORD, "next": "/admin", "_csrf_token": token},
-                            headers={"Cookie": cookie, "X-Forwarded-Proto": "https"})
+    r = await api.http.post(
+        "/admin/login",
+        data={"password": PASSWORD, "next": "/admin", "_csrf_token": token},
+        headers={"Cookie": cookie, "X-Forwarded-Proto": "https"},
+    )
     assert r.status_code == 303, (r.status_code, r.text[:300])
     session = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("mpr_admin="))
     assert "Secure" in session and "HttpOnly" in session and "samesite=lax" in session.lower(), session
@@ -136,9 +170,10 @@ async def test_no_secret_appears_in_logs_errors_responses_or_rows(serve, media, 
 
 
 async def _leak_check(serve, media, clips, caplog) -> None:
-    api = await serve(MPR_ADMIN_PASSWORD=PASSWORD, MPR_API_TOKEN=TOKEN, MPR_CALLBACK_SECRET=CB_SECRET,
-                      MPR_LOG_LEVEL="DEBUG")
-    asset, job, _ = await _fixture_rows(media, clips)
+    api = await serve(
+        MPR_ADMIN_PASSWORD=PASSWORD, MPR_API_TOKEN=TOKEN, MPR_CALLBACK_SECRET=CB_SECRET, MPR_LOG_LEVEL="DEBUG"
+    )
+    _asset, job, _ = await _fixture_rows(media, clips)
     texts: list[str] = []
 
     async def keep(r: httpx.Response) -> httpx.Response:
@@ -148,23 +183,41 @@ async def _leak_check(serve, media, clips, caplog) -> None:
     # wrong and right credentials on every door
     for token in (None, "wrong", TOKEN[:-1], TOKEN + "x", TOKEN):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        await keep(await api.http.post("/graphql", headers=headers, json={
-            "query": "mutation($id: ID!) { retryJob(id: $id) { id status error } }", "variables": {"id": str(job.id)}}))
+        await keep(
+            await api.http.post(
+                "/graphql",
+                headers=headers,
+                json={
+                    "query": "mutation($id: ID!) { retryJob(id: $id) { id status error } }",
+                    "variables": {"id": str(job.id)},
+                },
+            )
+        )
     await keep(await api.http.post("/graphql", json={"query": "{ systemStatus { status version } }"}))
-    await keep(await api.http.post("/graphql", json={"query": "{ job(id: \"%s\") { error } }" % job.id}))
+    await keep(await api.http.post("/graphql", json={"query": f'{{ job(id: "{job.id}") {{ error }} }}'}))
     await keep(await api.http.post("/graphql", json={"query": "{ nope }"}))
     page = await keep(await api.http.get("/admin/login"))
     for pw in ("wrong", PASSWORD):
-        await keep(await api.http.post("/admin/login", data={"password": pw, "next": "/admin",
-                                                             "_csrf_token": _csrf(page.text)}))
+        await keep(
+            await api.http.post(
+                "/admin/login", data={"password": pw, "next": "/admin", "_csrf_token": _csrf(page.text)}
+            )
+        )
     await keep(await api.http.get("/admin"))
     await keep(await api.http.get("/admin/jobs"))
     await keep(await api.http.get("/readyz"))
     for secret in (CB_SECRET, "wrong"):
         body = json.dumps({"status": "failed", "error": "x"}).encode()
-        await keep(await api.http.post(f"/api/jobs/{job.id}/callback", content=body, headers=sign_headers(body, secret)))
-    await keep(await api.http.post(f"/api/jobs/{job.id}/callback", content=b"{}",
-                                   headers={"X-MPR-Timestamp": "1", "X-MPR-Signature": f"sha256={CB_SECRET}"}))
+        await keep(
+            await api.http.post(f"/api/jobs/{job.id}/callback", content=body, headers=sign_headers(body, secret))
+        )
+    await keep(
+        await api.http.post(
+            f"/api/jobs/{job.id}/callback",
+            content=b"{}",
+            headers={"X-MPR-Timestamp": "1", "X-MPR-Signature": f"sha256={CB_SECRET}"},
+        )
+    )
     from mpr.settings import get_settings
 
     texts.append(repr(get_settings().redacted()))

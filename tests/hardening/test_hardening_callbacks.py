@@ -33,8 +33,14 @@ async def _setup(serve, media, clips, n_jobs=2, status=JobStatus.PROCESSING):
         key = f"out-{i}.mp4"
         (media["out"] / key).write_bytes(clips["video"].read_bytes())
         made.append(
-            await TranscodeJob.create(source_asset=asset, source_path="src.mp4", output_path=key, executor="lambda",
-                                      preset_snapshot={}, status=status)
+            await TranscodeJob.create(
+                source_asset=asset,
+                source_path="src.mp4",
+                output_path=key,
+                executor="lambda",
+                preset_snapshot={},
+                status=status,
+            )
         )
     return api, made
 
@@ -67,6 +73,11 @@ async def test_a_body_signed_for_one_job_is_refused_at_another_jobs_url(serve, m
     assert r.status_code in (400, 401), r.text
     assert db_digest(media["var"] / "mpr.db") == before
     assert (await TranscodeJob.get(id=b.id)).status is JobStatus.PROCESSING
+    # the misdirected copy did not use up the signature: the genuine delivery still works, once
+    r = await api.http.post(f"/api/jobs/{a.id}/callback", content=body, headers=headers)
+    assert r.status_code == 200 and r.json()["changed"] is True, r.text
+    r = await api.http.post(f"/api/jobs/{a.id}/callback", content=body, headers=headers)
+    assert r.status_code == 401 and "replay" in r.text
 
 
 async def test_streamed_oversized_body_without_content_length_is_413_and_changes_nothing(serve, media, clips):
@@ -80,9 +91,15 @@ async def test_streamed_oversized_body_without_content_length_is_413_and_changes
         yield b'"}'
 
     started = time.monotonic()
-    r = await api.http.post(f"/api/jobs/{job.id}/callback", content=stream(),
-                            headers={"Content-Type": "application/json", callbacks.TIMESTAMP_HEADER: str(int(time.time())),
-                                     callbacks.SIGNATURE_HEADER: "sha256=" + "0" * 64})
+    r = await api.http.post(
+        f"/api/jobs/{job.id}/callback",
+        content=stream(),
+        headers={
+            "Content-Type": "application/json",
+            callbacks.TIMESTAMP_HEADER: str(int(time.time())),
+            callbacks.SIGNATURE_HEADER: "sha256=" + "0" * 64,
+        },
+    )
     assert r.status_code == 413, (r.status_code, r.text[:200])
     assert time.monotonic() - started < 10
     # a lying Content-Length larger than the limit is refused before the body is read
@@ -120,3 +137,32 @@ async def test_a_callback_racing_a_cancel_never_revives_the_job(serve, media, cl
         body, headers = _signed({"job_id": str(job.id), "status": "completed"})
         again = await api.http.post(f"/api/jobs/{job.id}/callback", content=body, headers=headers)
         assert again.json()["changed"] is False and (await TranscodeJob.get(id=job.id)).status is final.status
+
+
+async def test_a_cloud_run_callback_is_bound_to_its_job(serve, media, clips):
+    """The GCP task signs a body naming its job: replayed at another job's URL it is refused."""
+    pytest.importorskip("mpr_gcp")
+    from mpr_gcp.spec import TaskSpec
+    from mpr_gcp.task import TaskRunner
+
+    from mpr.errors import MprError
+    from mpr.settings import get_settings
+
+    api, (a, b) = await _setup(serve, media, clips)
+
+    def runner(job_id, url_job) -> TaskRunner:
+        spec = TaskSpec(
+            job_id=str(job_id),
+            source_key="src.mp4",
+            output_key="out-0.mp4",
+            preset={"name": "copy", "container": "mp4"},
+            callback_url=f"{api.url}/api/jobs/{url_job}/callback",
+        )
+        return TaskRunner(spec, get_settings(), 0)
+
+    with pytest.raises(MprError, match="refused"):
+        await asyncio.to_thread(runner(a.id, b.id).callback, {"status": "failed", "error": "forged"})
+    assert (await TranscodeJob.get(id=b.id)).status is JobStatus.PROCESSING
+    await asyncio.to_thread(runner(b.id, b.id).callback, {"status": "failed", "error": "real"})
+    job = await TranscodeJob.get(id=b.id)
+    assert job.status is JobStatus.FAILED and job.error == "real"

@@ -43,9 +43,23 @@ class PrivateRedis:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port):
@@ -81,8 +95,9 @@ class PrivatePostgres:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.workdir / "log"), "-w",
-                  "start")
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.workdir / "log"), "-w", "start"
+        )
 
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
@@ -121,8 +136,9 @@ def medium_clip(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- Redis restart
 
 
-async def test_redis_restart_mid_job_worker_and_grpc_stream_recover(sqlite_db, media, monkeypatch, private_redis,
-                                                                     medium_clip):
+async def test_redis_restart_mid_job_worker_and_grpc_stream_recover(
+    sqlite_db, media, monkeypatch, private_redis, medium_clip
+):
     import grpc
     from mpr_local.queue import reset_queues
     from mpr_local.worker import WorkerHandle
@@ -258,15 +274,20 @@ async def test_readyz_is_503_while_postgres_is_down_and_recovers_without_restart
 def tiny_media_out(media):
     """MEDIA_OUT on a 64 KiB tmpfs (root can mount; elsewhere this fails under MPR_REQUIRE_SERVICES)."""
     target = media["out"]
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     require("a mountable tmpfs", mounted, "needs root (CAP_SYS_ADMIN)")
     yield target
     subprocess.run(["umount", "-l", str(target)], check=False)
 
 
-async def test_disk_full_on_media_out_fails_the_job_clearly_and_leaves_no_partial_file(sqlite_db, media, clips,
-                                                                                        tiny_media_out):
+async def test_disk_full_on_media_out_fails_the_job_clearly_and_leaves_no_partial_file(
+    sqlite_db, media, clips, tiny_media_out
+):
     from mpr import scan, service
     from mpr.execute import run_job
     from mpr.models import TranscodePreset
@@ -284,7 +305,7 @@ async def test_disk_full_on_media_out_fails_the_job_clearly_and_leaves_no_partia
     assert list(tiny_media_out.iterdir()) == [], list(tiny_media_out.iterdir())
 
     # once there is room again the retried job succeeds
-    subprocess.run(["mount", "-o", "remount,size=16m", str(tiny_media_out)], check=True)
+    subprocess.run(["mount", "-o", "remount,size=16m", str(tiny_media_out)], check=True)  # noqa: ASYNC221
     await service.retry_job(job.id)
     await asyncio.to_thread(run_job, job.id)
     job = await TranscodeJob.get(id=job.id)
@@ -308,7 +329,6 @@ class _QuotaStorage:
         from mpr.storage import safe_key
 
         safe_key(key)
-        return None
 
     def url(self, key: str, expires: int = 3600):
         return None
@@ -317,7 +337,7 @@ class _QuotaStorage:
         from mpr.errors import StorageError
 
         self.puts += 1
-        path = self.inner._path(key)  # noqa: SLF001 - a partial object, as a broken upload may leave
+        path = self.inner._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(Path(local_file).read_bytes()[:100])
         path.unlink()  # an atomic backend removes its partial object before reporting the error
@@ -330,8 +350,9 @@ class _QuotaPlugin:
         register("quota", _QuotaStorage)
 
 
-async def test_storage_quota_error_at_the_storage_boundary_fails_the_job_and_leaves_no_temp(sqlite_db, media, clips,
-                                                                                              monkeypatch):
+async def test_storage_quota_error_at_the_storage_boundary_fails_the_job_and_leaves_no_temp(
+    sqlite_db, media, clips, monkeypatch
+):
     from mpr import scan, service
     from mpr.execute import run_job
     from mpr.models import TranscodePreset
@@ -349,13 +370,15 @@ async def test_storage_quota_error_at_the_storage_boundary_fails_the_job_and_lea
         await sync_presets()
         shutil.copyfile(clips["video"], media["in"] / "v.mp4")
         asset, _ = await scan.register("v.mp4")
-        job = await service.create_job(asset.id, (await TranscodePreset.get(name="copy")).id, executor="inline",
-                                       submit=False)
+        job = await service.create_job(
+            asset.id, (await TranscodePreset.get(name="copy")).id, executor="inline", submit=False
+        )
         await asyncio.to_thread(run_job, job.id)
         job = await TranscodeJob.get(id=job.id)
         assert job.status is JobStatus.FAILED and "quota exceeded" in job.error, (job.status, job.error)
-        leftovers = [p for p in (media["var"] / "tmp").rglob("*") if p.is_file()] if (media["var"] / "tmp").exists() \
-            else []
+        leftovers = (
+            [p for p in (media["var"] / "tmp").rglob("*") if p.is_file()] if (media["var"] / "tmp").exists() else []
+        )
         assert leftovers == [] and list(media["out"].rglob("*")) == [], leftovers
     finally:
         unregister_plugin(plugin)

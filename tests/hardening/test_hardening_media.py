@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit import ffmpeg_bin
 from mpr.models import JobStatus
+from testkit import ffmpeg_bin
 
 from .conftest import put, wait_job
 
@@ -32,8 +32,19 @@ def huge_resolution_clip(tmp: Path) -> Path:
     """An MJPEG mp4 whose frames and sample entry declare 60000x60000 (4 Gpixel) while holding 320x240 data."""
     small = tmp / "small_mjpeg.mp4"
     subprocess.run(
-        [ffmpeg_bin(), "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=5:duration=1",
-         "-c:v", "mjpeg", "-y", str(small)],
+        [
+            ffmpeg_bin(),
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=5:duration=1",
+            "-c:v",
+            "mjpeg",
+            "-y",
+            str(small),
+        ],
         check=True,
     )
     data = bytearray(small.read_bytes())
@@ -86,8 +97,11 @@ async def test_hostile_files_become_clear_asset_errors_and_good_odd_names_work(s
         assert asset["status"] == "error", asset
         assert asset["error"] and len(asset["error"]) < 500 and "Traceback" not in asset["error"], asset
         assert str(media["in"]) not in asset["error"], asset  # no server paths leak to users
-    assert "empty" in assets["empty.mp4"]["error"].lower() or "0 bytes" in assets["empty.mp4"]["error"].lower() or \
-        "not a readable" in assets["empty.mp4"]["error"].lower(), assets["empty.mp4"]
+    assert (
+        "empty" in assets["empty.mp4"]["error"].lower()
+        or "0 bytes" in assets["empty.mp4"]["error"].lower()
+        or "not a readable" in assets["empty.mp4"]["error"].lower()
+    ), assets["empty.mp4"]
     for name in WEIRD_NAMES:
         assert assets[name]["status"] == "ready", assets[name]
     assert scan["registered"] == len(bad) + len(WEIRD_NAMES), scan
@@ -110,11 +124,13 @@ async def test_hostile_files_become_clear_asset_errors_and_good_odd_names_work(s
     assert not (Path.cwd() / "-i.mp4").exists()
 
     # the chunker (concat list files, per-chunk encodes) copes with the same names
-    chunked = (await api.ok(
-        "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p, chunked: true,"
-        " chunkSeconds: 1, chunkWorkers: 2}) { id } }",
-        {"a": assets[WEIRD_NAMES[1]]["id"], "p": presets["h264-720p"]},
-    ))["createJob"]
+    chunked = (
+        await api.ok(
+            "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p, chunked: true,"
+            " chunkSeconds: 1, chunkWorkers: 2}) { id } }",
+            {"a": assets[WEIRD_NAMES[1]]["id"], "p": presets["h264-720p"]},
+        )
+    )["createJob"]
     job = await wait_job(chunked["id"], JobStatus.COMPLETED, JobStatus.FAILED, timeout=120)
     assert job.status is JobStatus.COMPLETED, job.error
     assert (media["out"] / job.output_path).stat().st_size > 1000
@@ -125,15 +141,27 @@ async def test_a_source_corrupted_after_scan_fails_its_job_and_the_worker_runs_t
     put(media, clips["video"], "victim.mp4")
     put(media, clips["video"], "good.mp4")
     put(media, clips["video"], "huge-later.mp4")
+    put(media, clips["video"], "swapped.mp4")
     await api.ok("mutation { scanMediaFolder { registered } }")
     assets = {a["path"]: a for a in (await api.ok(ASSETS))["assets"]}
     presets = await _preset_ids(api)
     # replaced by hostile bytes after a successful probe (the probe result is no protection)
     shutil.copyfile(clips["truncated"], media["in"] / "victim.mp4")
     shutil.copyfile(huge_resolution_clip(tmp_path), media["in"] / "huge-later.mp4")
+    # and a file swapped for a symlink that leaves MEDIA_IN (time-of-check/time-of-use)
+    outside = tmp_path / "private.mp4"
+    shutil.copyfile(clips["video"], outside)
+    (media["in"] / "swapped.mp4").unlink()
+    (media["in"] / "swapped.mp4").symlink_to(outside)
+    r = await api.http.get(f"/api/assets/{assets['swapped.mp4']['id']}/thumbnail?t=1")
+    assert r.status_code in (400, 404, 422) and r.headers["content-type"] != "image/jpeg", r.status_code
 
     bad1 = (await api.ok(CREATE, {"a": assets["victim.mp4"]["id"], "p": presets["h264-720p"]}))["createJob"]
     bad2 = (await api.ok(CREATE, {"a": assets["huge-later.mp4"]["id"], "p": presets["h264-720p"]}))["createJob"]
+    body = await api.gql(CREATE, {"a": assets["swapped.mp4"]["id"], "p": presets["copy"]})
+    if not body.get("errors"):  # refused at creation, or failed when run: never read through the link
+        swapped = await wait_job(body["data"]["createJob"]["id"], JobStatus.COMPLETED, JobStatus.FAILED, timeout=90)
+        assert swapped.status is JobStatus.FAILED and "outside" in swapped.error, (swapped.status, swapped.error)
     good = (await api.ok(CREATE, {"a": assets["good.mp4"]["id"], "p": presets["copy"]}))["createJob"]
     for bad in (bad1, bad2):
         job = await wait_job(bad["id"], JobStatus.COMPLETED, JobStatus.FAILED, timeout=90)

@@ -19,3 +19,11 @@ def register_commands(cli):
     from mpr_local.commands import worker_command
 
     cli.add_command(worker_command)
+
+
+@hookimpl
+def startup(app):
+    """Inside ``mpr serve``: run an embedded worker next to the API (unless --no-worker)."""
+    from mpr_local.embed import attach
+
+    attach(app)

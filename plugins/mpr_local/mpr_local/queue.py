@@ -39,36 +39,54 @@ class JsonSerializer(Serializer):
     """
 
     def _serialize(self, data: Any) -> bytes:
-        return json.dumps(_encode(data), separators=(",", ":")).encode()
+        payload = ["m", *_message_fields(data)] if isinstance(data, Message) else ["v", data]
+        return json.dumps(payload, separators=(",", ":"), default=_json_default).encode()
 
     def _deserialize(self, data: bytes) -> Any:
-        return _decode(json.loads(data))
+        kind, *rest = json.loads(data)
+        if kind == "m":
+            return _message(rest)
+        if kind == "v":
+            return rest[0]
+        raise ValueError(f"not an MPR queue entry: {kind!r}")
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, Message):
-        return {"__msg__": [_encode(v) for v in value]}
+# Message fields holding nested messages and datetimes (huey.registry.Message).
+_NESTED = (Message._fields.index("on_complete"), Message._fields.index("on_error"))
+_CHORD = Message._fields.index("chord_config")
+_DATES = tuple(Message._fields.index(f) for f in ("eta", "expires", "expires_resolved"))
+
+
+def _json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return {"__dt__": value.isoformat()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
     raise TypeError(f"cannot put a {type(value).__name__} on the MPR queue (ids and numbers only)")
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if "__msg__" in value:
-            return Message(*(_decode(v) for v in value["__msg__"]))
-        if "__dt__" in value:
-            return dt.datetime.fromisoformat(value["__dt__"])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_decode(v) for v in value)
-    return value
+def _message_fields(message: Message) -> list[Any]:
+    fields = list(message)
+    for i in _NESTED:
+        if fields[i] is not None:
+            fields[i] = _message_fields(fields[i])
+    if fields[_CHORD] is not None:
+        cid, size, idx, callback = fields[_CHORD]
+        fields[_CHORD] = [cid, size, idx, _message_fields(callback)]
+    return fields
+
+
+def _message(fields: list[Any]) -> Message:
+    for i in _NESTED:
+        if fields[i] is not None:
+            fields[i] = _message(fields[i])
+    if fields[_CHORD] is not None:
+        cid, size, idx, callback = fields[_CHORD]
+        fields[_CHORD] = (cid, size, idx, _message(callback))
+    for i in _DATES:
+        if isinstance(fields[i], dict):
+            fields[i] = dt.datetime.fromisoformat(fields[i]["__dt__"])
+    args = Message._fields.index("args")
+    fields[args] = tuple(fields[args])
+    return Message(*fields)
 
 
 def make_huey(settings: Settings, local: LocalSettings | None = None) -> Huey:

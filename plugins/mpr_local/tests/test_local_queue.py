@@ -161,3 +161,24 @@ def test_queue_entries_are_json_so_a_pickle_on_the_queue_runs_nothing(queue_kind
         queue.close()
     assert ran == ["after-the-bad-entry"]
     assert not marker.exists()
+
+
+def test_json_serializer_round_trips_huey_messages_with_dates_and_callbacks(media):
+    import datetime as dt
+
+    from mpr_local.queue import JsonSerializer
+
+    queue = JobQueue(make_huey(get_settings()))
+    task = queue.task.s("job-1", priority=3, eta=dt.datetime(2030, 1, 1, 12, 0), expires=30)
+    task.on_complete = queue.task.s("job-2")
+    message = queue.huey._registry.create_message(task)
+    serializer = JsonSerializer()
+    data = serializer.serialize(message)
+    assert data.startswith(b'["m",') and b"job-1" in data
+    assert serializer.deserialize(data) == message
+    again = queue.huey.deserialize_task(queue.huey.serialize_task(task))
+    assert again.args == ("job-1",) and again.priority == 3 and again.eta == dt.datetime(2030, 1, 1, 12, 0)
+    assert again.on_complete.args == ("job-2",)
+    with pytest.raises(TypeError, match="cannot put a set on the MPR queue"):
+        serializer.serialize({1, 2})
+    queue.close()
