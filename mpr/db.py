@@ -154,7 +154,7 @@ def close_portal() -> None:
     global _portal
     with _portal_lock:
         if _portal is not None:
-            if _portal._own:  # noqa: SLF001
+            if _portal._own:
                 _portal.call(close_db())
             _portal.stop()
             _portal = None

@@ -24,12 +24,12 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELLED: frozenset({JobStatus.PENDING, JobStatus.PROCESSING}),
 }
 
-__all__ = ["TRANSITIONS", "FINAL_STATUSES", "JobStatus", "transition", "parse_job_id", "get_job", "now"]
+__all__ = ["FINAL_STATUSES", "TRANSITIONS", "JobStatus", "get_job", "now", "parse_job_id", "transition"]
 
 
 def now() -> dt.datetime:
     """Timezone-aware UTC now (what every timestamp column stores)."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def parse_job_id(job_id: str | uuid.UUID) -> uuid.UUID:

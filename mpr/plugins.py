@@ -131,7 +131,7 @@ def _collect(pm: pluggy.PluginManager, settings: Settings) -> Registry:
     ):
         for impl in hook.get_hookimpls():
             owner = owner_of(impl)
-            impl.function(**{"register": make_register(kind, owner)})
+            impl.function(register=make_register(kind, owner))
     for impl in pm.hook.register_event_sinks.get_hookimpls():
         kwargs = {"register": make_register("sink", owner_of(impl)), "settings": settings}
         impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})

@@ -95,7 +95,7 @@ def test_env_example_covers_every_compose_variable():
     text = COMPOSE.read_text()
     needed = set(re.findall(r"\$\{(\w+)\}", text))
     example = (ROOT / "deploy" / "compose" / ".env.example").read_text()
-    defined = set(re.findall(r"^(\w+)=", example, re.M))
+    defined = set(re.findall(r"^(\w+)=", example, re.MULTILINE))
     assert needed <= defined, needed - defined
 
 
@@ -105,10 +105,10 @@ def test_lifecycle_diagram_shows_every_job_state_and_transition():
 
     dot = (ARCH / "job_lifecycle.dot").read_text()
     for status in JobStatus:
-        assert re.search(rf"^\s*{status.value}\s*\[", dot, re.M), f"{status.value} missing from job_lifecycle.dot"
+        assert re.search(rf"^\s*{status.value}\s*\[", dot, re.MULTILINE), f"{status.value} missing from job_lifecycle.dot"
     for to, sources in TRANSITIONS.items():
         for src in sources:
-            assert re.search(rf"^\s*{src.value}\s*->\s*{to.value}\b", dot, re.M), f"{src.value} -> {to.value} missing"
+            assert re.search(rf"^\s*{src.value}\s*->\s*{to.value}\b", dot, re.MULTILINE), f"{src.value} -> {to.value} missing"
 
 
 def test_data_model_diagram_shows_every_model_and_field():
@@ -116,8 +116,8 @@ def test_data_model_diagram_shows_every_model_and_field():
 
     dot = (ARCH / "data_model.dot").read_text()
     for model in MODELS:
-        assert re.search(rf"^\s*{model.__name__}\s*\[", dot, re.M), f"{model.__name__} missing from data_model.dot"
-        record = re.search(rf"^\s*{model.__name__}\s*\[label=\"(.*?)\"\];", dot, re.M | re.S).group(1).replace("\\l", "\n")
+        assert re.search(rf"^\s*{model.__name__}\s*\[", dot, re.MULTILINE), f"{model.__name__} missing from data_model.dot"
+        record = re.search(rf"^\s*{model.__name__}\s*\[label=\"(.*?)\"\];", dot, re.MULTILINE | re.DOTALL).group(1).replace("\\l", "\n")
         for field in model._meta.fields_map:
             if field.endswith("_id") and field[:-3] in model._meta.fields_map:
                 continue
@@ -136,7 +136,7 @@ def test_architecture_svg_is_rendered_from_its_dot(name: str, tmp_path: Path):
     assert svg.exists(), f"run `make docs` to render {name}.svg"
     fresh = tmp_path / f"{name}.svg"
     subprocess.run([dot, "-Tsvg", str(ARCH / f"{name}.dot"), "-o", str(fresh)], check=True)
-    titles = lambda text: sorted(re.findall(r"<title>(.*?)</title>", text))  # noqa: E731
+    titles = lambda text: sorted(re.findall(r"<title>(.*?)</title>", text))
     assert titles(svg.read_text()) == titles(fresh.read_text()), f"{name}.svg is stale: run `make docs`"
 
 

@@ -9,7 +9,6 @@ from typing import ClassVar
 
 import pytest
 
-from testkit import make_clip
 from mpr import hookimpl, service
 from mpr.execute import run_job
 from mpr.models import JobStatus, TranscodeJob, TranscodePreset
@@ -17,6 +16,7 @@ from mpr.plugins import register_plugin, unregister_plugin
 from mpr.probe import probe
 from mpr.settings import get_settings
 from mpr.storage import ObjectInfo, reset_storage
+from testkit import make_clip
 from tests.core_helpers import CollectSink, ready_asset, synced
 
 FRAME = 1 / 25

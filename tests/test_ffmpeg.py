@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from testkit import make_clip
 from mpr import ffmpeg
 from mpr.builtin_presets import STATIC_PRESETS, av1_preset
 from mpr.errors import FFmpegError, ValidationError
 from mpr.presets import Preset
 from mpr.probe import probe
+from testkit import make_clip
 
 PRESETS = {p.name: p for p in STATIC_PRESETS}
 FRAME = 1 / 25

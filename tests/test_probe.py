@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from testkit import make_clip
 from mpr.errors import ProbeError
 from mpr.probe import keyframe_times, probe
+from testkit import make_clip
 
 
 def test_probe_video_clip(clips) -> None:

@@ -64,8 +64,9 @@ async def test_chunk_events_are_emitted_in_order_with_indices(sources, preset, s
 
 
 async def test_monitor_reports_progress_every_500ms(preset, sqlite_db, new_job, sink, tmp_path):
-    source = make_clip(tmp_path / "src.mp4", seconds=3.0, size="480x360", gop=25)
-    slow = dataclasses.replace(preset, speed_preset="slower")
+    # long enough (a few seconds even on an idle machine) for several 500 ms ticks
+    source = make_clip(tmp_path / "src.mp4", seconds=4.0, size="640x480", gop=25)
+    slow = dataclasses.replace(preset, speed_preset="veryslow")
     job_id = await new_job()
     await run_pipeline(Pipeline(job_id, source, tmp_path / "o.mp4", slow, chunk_seconds=1, workers=2))
     progress = [e for e in sink.of(job_id) if e.type == events.PROGRESS]

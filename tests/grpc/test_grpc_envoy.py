@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from testkit import free_port, port_open, redis_available, require
 from mpr.bus import RedisStreamsBus
 from mpr.events import PROGRESS, STATUS, JobEvent
 from mpr.grpc import events_pb2
+from testkit import free_port, port_open, redis_available, require
 
 from .conftest import GrpcWebReader, grpc_web_request, job_id, parse_trailer
 

@@ -237,9 +237,9 @@ async def test_start_in_app_runs_the_grpc_server_for_the_life_of_a_litestar_app(
     from litestar import Litestar
     from litestar.testing import AsyncTestClient
 
-    from testkit import free_port
     from mpr.grpc.server import start_in_app
     from mpr.settings import get_settings
+    from testkit import free_port
 
     port = free_port()
     monkeypatch.setenv("MPR_GRPC_PORT", str(port))

@@ -22,8 +22,8 @@ from typing import Self
 import pytest
 from mpr_storage_s3.testing import moto_server, s3_bucket  # noqa: F401
 
-from testkit import ffmpeg_bin, free_port, make_clip
 from mpr.presets import Preset
+from testkit import ffmpeg_bin, free_port, make_clip
 
 JOB = "projects/mpr-test/locations/europe-west1/jobs/mpr-transcode"
 SECRET = "gcp-test-callback-secret"

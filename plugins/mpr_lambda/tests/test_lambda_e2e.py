@@ -19,8 +19,8 @@ import av
 import httpx
 import pytest
 
-from testkit import free_port, make_clip
 from mpr.settings import get_settings
+from testkit import free_port, make_clip
 
 sys.path.insert(0, str(Path(__file__).parent))
 from asl_player import Player, handlers_from_template

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import shutil
 
-from testkit import make_clip
 from mpr.models import MediaAsset
 from mpr.settings import get_settings
 from mpr.storage import reset_storage
+from testkit import make_clip
 
 
 async def rows() -> dict[str, dict]:
