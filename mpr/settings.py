@@ -103,6 +103,7 @@ class Settings:
     grpc_port: int = 50051
     load_plugins: tuple[str, ...] | None = None
     log_level: str = "INFO"
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +148,9 @@ class Settings:
             grpc_port=_int(env, "MPR_GRPC_PORT", 50051, minimum=0),
             load_plugins=load_plugins,
             log_level=log_level,
+            # reverse proxies whose X-Forwarded-For/-Proto are trusted (client address for the
+            # admin's login rate limit, https for Secure cookies); nginx on the same machine by default
+            forwarded_allow_ips=_str(env, "MPR_FORWARDED_ALLOW_IPS", "127.0.0.1"),
         )
 
     @functools.cached_property

@@ -55,4 +55,11 @@ def serve(
     if not settings.admin_password:
         log.info("admin disabled: set MPR_ADMIN_PASSWORD to enable /admin")
     log.info("MPR on http://%s:%d (GraphQL /graphql, admin /admin)", host, port)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), proxy_headers=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )

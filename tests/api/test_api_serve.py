@@ -140,3 +140,28 @@ def test_signed_callback_completes_a_job_unsigned_gets_401(served):
         assert done["status"] == "completed" and done["output"]["size"] > 0 and done["output"]["duration"] > 2.5
         r = c.post(f"/api/jobs/{job['id']}/callback", content=body, headers=headers)
         assert r.status_code == 401  # the same signature again is a replay
+
+
+def test_mpr_serve_trusts_forwarded_headers_from_the_local_proxy_only(served):
+    """Behind nginx on the same machine: https from X-Forwarded-Proto makes the admin cookie Secure,
+    and the login rate limit counts the forwarded client, not the proxy's address."""
+    url, _ = served
+    with httpx.Client(base_url=url, timeout=30) as c:
+        page = c.get("/admin/login")
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text).group(1)
+        proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+        r = c.post("/admin/login", data={"password": PASSWORD, "next": "/admin", "_csrf_token": token},
+                   headers=proxied)  # fmt: skip
+        assert r.status_code == 303
+        session_cookie = [h for h in r.headers.get_list("set-cookie") if "csrf" not in h.split("=")[0]]
+        assert session_cookie and all("secure" in h.lower() for h in session_cookie), session_cookie
+        # five wrong passwords from one forwarded client lock that client, not everyone behind the proxy
+        for _ in range(6):
+            c.post("/admin/login", data={"password": "wrong", "next": "/admin", "_csrf_token": token},
+                   headers={"X-Forwarded-For": "198.51.100.9"})  # fmt: skip
+        locked = c.post("/admin/login", data={"password": PASSWORD, "next": "/admin", "_csrf_token": token},
+                        headers={"X-Forwarded-For": "198.51.100.9"})  # fmt: skip
+        assert locked.status_code != 303
+        other = c.post("/admin/login", data={"password": PASSWORD, "next": "/admin", "_csrf_token": token},
+                       headers={"X-Forwarded-For": "198.51.100.10"})  # fmt: skip
+        assert other.status_code == 303
