@@ -42,9 +42,11 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def _heartbeat(job_id: uuid.UUID) -> bool:
-    """Refresh the heartbeat of a PROCESSING job; False when it is no longer PROCESSING."""
-    return bool(await TranscodeJob.filter(id=job_id, status=JobStatus.PROCESSING).update(heartbeat_at=jobs.now()))
+async def _heartbeat(job_id: uuid.UUID, run: dict[str, object]) -> bool:
+    """Refresh the heartbeat of this run of a PROCESSING job; False when it is no longer PROCESSING
+    (cancelled) or no longer this run (reaped as lost and retried by another worker)."""
+    updated = await TranscodeJob.filter(id=job_id, status=JobStatus.PROCESSING, **run).update(heartbeat_at=jobs.now())
+    return bool(updated)
 
 
 async def _asset_duration(asset_id: uuid.UUID | None) -> float | None:
@@ -57,9 +59,10 @@ async def _asset_duration(asset_id: uuid.UUID | None) -> float | None:
 class _Watcher(threading.Thread):
     """Refreshes the heartbeat and notices a cancel while ffmpeg reports no progress."""
 
-    def __init__(self, job_id: uuid.UUID, cancel: threading.Event) -> None:
+    def __init__(self, job_id: uuid.UUID, cancel: threading.Event, run: dict[str, object]) -> None:
         super().__init__(name=f"mpr-watch-{str(job_id)[:8]}", daemon=True)
         self.job_id = job_id
+        self.run_key = run
         self.cancel = cancel
         self.done = threading.Event()
         self.last_update = time.monotonic()
@@ -74,7 +77,7 @@ class _Watcher(threading.Thread):
             if time.monotonic() - self.last_update < WATCH_INTERVAL:
                 continue
             try:
-                alive = run_sync(_heartbeat(self.job_id), timeout=10)
+                alive = run_sync(_heartbeat(self.job_id, self.run_key), timeout=10)
             except Exception:  # a DB hiccup must not kill the job; try again next tick
                 log.debug("heartbeat of job %s failed", self.job_id, exc_info=True)
                 continue
@@ -134,9 +137,9 @@ def _error_text(exc: FFmpegError) -> str:
     return text[-MAX_ERROR:]
 
 
-def _finish(job_id: uuid.UUID, to: JobStatus, **fields: object) -> None:
+def _finish(job_id: uuid.UUID, to: JobStatus, run: dict[str, object], **fields: object) -> None:
     try:
-        run_sync(jobs.transition(job_id, to, allowed_from=frozenset({JobStatus.PROCESSING}), **fields))
+        run_sync(jobs.transition(job_id, to, allowed_from=frozenset({JobStatus.PROCESSING}), expect=run, **fields))
     except InvalidTransition as exc:
         log.info("job %s not moved to %s: %s", job_id, to.value, exc)
 
@@ -173,22 +176,23 @@ def run_job(job_id: str | uuid.UUID, *, cancel: threading.Event | None = None, w
         log.info("job %s was taken or cancelled before it started: %s", jid, exc)
         return
 
-    watcher = _Watcher(jid, cancel)
+    run = {"worker": job.worker, "attempts": job.attempts}  # this run, as opposed to a later retry
+    watcher = _Watcher(jid, cancel, run)
     watcher.start()
     try:
         _run(job, cancel, watcher)
     except ffmpeg.Cancelled:
-        _finish(jid, JobStatus.CANCELLED, message="cancelled while running")
+        _finish(jid, JobStatus.CANCELLED, run, message="cancelled while running")
     except FFmpegError as exc:
         if cancel.is_set():
-            _finish(jid, JobStatus.CANCELLED, message="cancelled while running")
+            _finish(jid, JobStatus.CANCELLED, run, message="cancelled while running")
         else:
-            _finish(jid, JobStatus.FAILED, error=_error_text(exc))
+            _finish(jid, JobStatus.FAILED, run, error=_error_text(exc))
     except MprError as exc:
-        _finish(jid, JobStatus.FAILED, error=str(exc))
+        _finish(jid, JobStatus.FAILED, run, error=str(exc))
     except Exception as exc:
         log.exception("job %s failed with an internal error", jid)
-        _finish(jid, JobStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+        _finish(jid, JobStatus.FAILED, run, error=f"internal error: {type(exc).__name__}: {exc}")
     finally:
         watcher.done.set()
         watcher.join(timeout=2)
@@ -258,6 +262,7 @@ def _run(job: TranscodeJob, cancel: threading.Event, watcher: _Watcher) -> None:
                 job.id,
                 JobStatus.COMPLETED,
                 allowed_from=frozenset({JobStatus.PROCESSING}),
+                expect=watcher.run_key,
                 progress=100.0,
                 eta=0.0,
                 output_size=size,

@@ -55,13 +55,16 @@ async def transition(
     to: JobStatus | str,
     *,
     allowed_from: frozenset[JobStatus] | None = None,
+    expect: dict[str, Any] | None = None,
     message: str = "",
     **fields: Any,
 ) -> TranscodeJob:
     """Move a job to status ``to`` atomically, set ``fields``, emit a status JobEvent, return the job.
 
     ``allowed_from`` narrows the statuses the move is legal from (default
-    ``TRANSITIONS[to]``). Raises NotFound for an unknown job and
+    ``TRANSITIONS[to]``); ``expect`` adds equality conditions (a worker
+    finishing its run passes ``{"worker": ..., "attempts": ...}`` so a stalled
+    worker cannot finish a run that was reaped and retried elsewhere). Raises NotFound for an unknown job and
     InvalidTransition, naming the current status, when the job is not in an
     allowed status (another actor won the race, or the move is illegal).
     Timestamps: PROCESSING sets ``started_at``; final statuses set ``finished_at``.
@@ -78,11 +81,13 @@ async def transition(
     if to is JobStatus.PENDING:
         values.setdefault("finished_at", None)
         values.setdefault("error", None)
-    updated = await TranscodeJob.filter(id=jid, status__in=list(allowed)).update(**values)
+    updated = await TranscodeJob.filter(id=jid, status__in=list(allowed), **(expect or {})).update(**values)
     if not updated:
         current = await TranscodeJob.get_or_none(id=jid).values_list("status", flat=True)
         if current is None:
             raise NotFound(f"job {jid} does not exist")
+        if expect and JobStatus(current) in allowed:
+            raise InvalidTransition(f"job {jid} is now run by another worker; this run cannot make it {to.value}")
         raise InvalidTransition(f"job {jid} is {JobStatus(current).value}; it cannot become {to.value}")
     job = await TranscodeJob.get(id=jid)
     await events.emit(

@@ -127,3 +127,18 @@ async def test_unknown_and_malformed_ids(db) -> None:
         await jobs.transition(uuid.uuid4(), JobStatus.CANCELLED)
     with pytest.raises(ValidationError, match="not a valid job id"):
         await jobs.get_job("../etc/passwd")
+
+
+async def test_a_stalled_worker_cannot_finish_a_run_that_was_retried_elsewhere(db) -> None:
+    """Worker A stalls, its run is reaped and retried; B runs it. A's late finish must not touch B's run."""
+    job = await new_job()
+    a = await jobs.transition(job.id, JobStatus.PROCESSING, worker="a:1", attempts=1)
+    await jobs.transition(job.id, JobStatus.FAILED, error="worker lost")
+    await jobs.transition(job.id, JobStatus.PENDING)
+    await jobs.transition(job.id, JobStatus.PROCESSING, worker="b:2", attempts=2)
+    with pytest.raises(InvalidTransition, match="another worker"):
+        await jobs.transition(job.id, JobStatus.CANCELLED, expect={"worker": a.worker, "attempts": a.attempts})
+    current = await TranscodeJob.get(id=job.id)
+    assert (current.status, current.worker, current.attempts) == (JobStatus.PROCESSING, "b:2", 2)
+    done = await jobs.transition(job.id, JobStatus.COMPLETED, expect={"worker": "b:2", "attempts": 2})
+    assert done.status is JobStatus.COMPLETED
