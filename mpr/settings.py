@@ -1,7 +1,8 @@
 """One typed settings object, read from the environment once.
 
 Nothing else in core reads ``os.environ``. Plugins read their own prefixed
-variables the same way (see ``mpr_lambda/settings.py``). A bad value raises
+variables the same way, with the public helpers ``env_int``, ``env_float``,
+``env_str`` and ``env_url`` (see ``mpr_lambda/settings.py``). A bad value raises
 :class:`~mpr.errors.ConfigError` naming the variable and what was expected.
 """
 
@@ -19,7 +20,8 @@ from mpr.errors import ConfigError
 EXECUTORS_HINT = "local, lambda or gcp (or one registered by a plugin)"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """Integer variable ``name`` (``default`` when unset); ConfigError naming it when bad or < minimum."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -32,7 +34,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """Number variable ``name`` (``default`` when unset); ConfigError naming it when bad or < minimum."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -45,17 +48,21 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
-def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    """String variable ``name``, stripped; ``default`` when unset or blank."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     return raw.strip()
 
 
-def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
-    value = _str(env, name)
+def env_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """URL variable ``name`` or None; ConfigError naming it when its scheme is not one of ``schemes``."""
+    value = env_str(env, name)
     if value is not None and not value.startswith(tuple(f"{s}://" for s in schemes)):
-        raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {value!r}")
+        raise ConfigError(
+            f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {value!r}"
+        )
     return value
 
 
@@ -109,48 +116,46 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default ``os.environ``); raise ConfigError on a bad value."""
         env = os.environ if env is None else env
-        database_url = _str(env, "MPR_DATABASE_URL", cls.database_url)
+        database_url = env_str(env, "MPR_DATABASE_URL", cls.database_url)
         if not database_url.startswith(("sqlite://", "postgres://", "postgresql://", "psycopg://", "asyncpg://")):
-            raise ConfigError(
-                f"MPR_DATABASE_URL must start with sqlite:// or postgres://, got {database_url!r}"
-            )
-        executor = _str(env, "MPR_EXECUTOR", "local")
+            raise ConfigError(f"MPR_DATABASE_URL must start with sqlite:// or postgres://, got {database_url!r}")
+        executor = env_str(env, "MPR_EXECUTOR", "local")
         if not executor.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"MPR_EXECUTOR must be a name such as {EXECUTORS_HINT}, got {executor!r}")
-        plugins_raw = _str(env, "MPR_LOAD_PLUGINS")
+        plugins_raw = env_str(env, "MPR_LOAD_PLUGINS")
         load_plugins = None
         if plugins_raw is not None:
             load_plugins = tuple(p.strip() for p in plugins_raw.split(",") if p.strip())
-        log_level = _str(env, "MPR_LOG_LEVEL", "INFO").upper()
+        log_level = env_str(env, "MPR_LOG_LEVEL", "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"MPR_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
         return cls(
             database_url=database_url,
-            media_in=_str(env, "MEDIA_IN", cls.media_in),
-            media_out=_str(env, "MEDIA_OUT", cls.media_out),
-            media_base_url=_url(env, "MEDIA_BASE_URL", ("http", "https")),
-            media_out_base_url=_url(env, "MEDIA_OUT_BASE_URL", ("http", "https")),
+            media_in=env_str(env, "MEDIA_IN", cls.media_in),
+            media_out=env_str(env, "MEDIA_OUT", cls.media_out),
+            media_base_url=env_url(env, "MEDIA_BASE_URL", ("http", "https")),
+            media_out_base_url=env_url(env, "MEDIA_OUT_BASE_URL", ("http", "https")),
             executor=executor,
-            redis_url=_url(env, "MPR_REDIS_URL", ("redis", "rediss", "unix")),
-            workers=_int(env, "MPR_WORKERS", 1, minimum=1),
-            chunk_workers=_int(env, "MPR_CHUNK_WORKERS", os.cpu_count() or 1, minimum=1),
-            chunk_seconds=_float(env, "MPR_CHUNK_SECONDS", 10.0, minimum=0.5),
-            ffmpeg_path=_str(env, "MPR_FFMPEG"),
-            api_token=_str(env, "MPR_API_TOKEN"),
-            admin_password=_str(env, "MPR_ADMIN_PASSWORD"),
-            callback_secret=_str(env, "MPR_CALLBACK_SECRET"),
-            public_url=(_url(env, "MPR_PUBLIC_URL", ("http", "https")) or cls.public_url).rstrip("/"),
-            s3_endpoint_url=_url(env, "MPR_S3_ENDPOINT_URL", ("http", "https")),
-            heartbeat_timeout=_float(env, "MPR_HEARTBEAT_TIMEOUT", 60.0, minimum=1.0),
-            var_dir=_str(env, "MPR_VAR_DIR", "var"),
-            host=_str(env, "MPR_HOST", "127.0.0.1"),
-            port=_int(env, "MPR_PORT", 8702, minimum=1),
-            grpc_port=_int(env, "MPR_GRPC_PORT", 50051, minimum=0),
+            redis_url=env_url(env, "MPR_REDIS_URL", ("redis", "rediss", "unix")),
+            workers=env_int(env, "MPR_WORKERS", 1, minimum=1),
+            chunk_workers=env_int(env, "MPR_CHUNK_WORKERS", os.cpu_count() or 1, minimum=1),
+            chunk_seconds=env_float(env, "MPR_CHUNK_SECONDS", 10.0, minimum=0.5),
+            ffmpeg_path=env_str(env, "MPR_FFMPEG"),
+            api_token=env_str(env, "MPR_API_TOKEN"),
+            admin_password=env_str(env, "MPR_ADMIN_PASSWORD"),
+            callback_secret=env_str(env, "MPR_CALLBACK_SECRET"),
+            public_url=(env_url(env, "MPR_PUBLIC_URL", ("http", "https")) or cls.public_url).rstrip("/"),
+            s3_endpoint_url=env_url(env, "MPR_S3_ENDPOINT_URL", ("http", "https")),
+            heartbeat_timeout=env_float(env, "MPR_HEARTBEAT_TIMEOUT", 60.0, minimum=1.0),
+            var_dir=env_str(env, "MPR_VAR_DIR", "var"),
+            host=env_str(env, "MPR_HOST", "127.0.0.1"),
+            port=env_int(env, "MPR_PORT", 8702, minimum=1),
+            grpc_port=env_int(env, "MPR_GRPC_PORT", 50051, minimum=0),
             load_plugins=load_plugins,
             log_level=log_level,
             # reverse proxies whose X-Forwarded-For/-Proto are trusted (client address for the
             # admin's login rate limit, https for Secure cookies); nginx on the same machine by default
-            forwarded_allow_ips=_str(env, "MPR_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            forwarded_allow_ips=env_str(env, "MPR_FORWARDED_ALLOW_IPS", "127.0.0.1"),
         )
 
     @functools.cached_property

@@ -13,26 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpr.errors import ConfigError
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
-    return value
-
-
-def _url(env: Mapping[str, str], name: str) -> str | None:
-    raw = (env.get(name) or "").strip()
-    if raw and not raw.startswith(("http://", "https://")):
-        raise ConfigError(f"{name} must be a URL starting with http:// or https://, got {raw!r}")
-    return raw or None
+from mpr.settings import env_float as _float
+from mpr.settings import env_url as _url
 
 
 @dataclass(frozen=True)

@@ -14,19 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpr.errors import ConfigError
-
-
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
+from mpr.settings import env_float as _float
 
 
 @dataclass(frozen=True)
