@@ -14,9 +14,12 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 PG_DSN = os.environ.get("MPR_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
@@ -158,3 +161,77 @@ async def _open_db(kind: str, media: dict[str, Path], monkeypatch: pytest.Monkey
         await close_db()
         if dbname:
             await _pg_admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+# --- the real web app on a free port, on the test's event loop -------------------------------
+# Serving on the test loop (not in a thread) keeps the app on the same loop as the ``db``
+# fixture's connections, exactly like ``mpr serve`` where the app's loop owns the database.
+
+
+@dataclass
+class Api:
+    """A running app: base URL, an async HTTP client, its settings."""
+
+    url: str
+    http: httpx.AsyncClient
+    settings: Any
+
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def ok(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+        body = await self.gql(query, variables, token)
+        assert not body.get("errors"), body["errors"]
+        return body["data"]
+
+
+async def run_app(settings: Any, *, worker: bool = False) -> tuple[Any, asyncio.Task, httpx.AsyncClient, str]:
+    """Serve ``create_app(settings)`` with uvicorn on this loop; returns (server, task, client, url)."""
+    import uvicorn
+
+    from mpr.api.app import create_app
+
+    app = create_app(settings, worker=worker, grpc=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.02)
+    if task.done():
+        task.result()
+    assert server.started, "uvicorn did not start"
+    url = f"http://127.0.0.1:{port}"
+    return server, task, httpx.AsyncClient(base_url=url, timeout=30), url
+
+
+async def stop_app(server: Any, task: asyncio.Task, client: httpx.AsyncClient) -> None:
+    await client.aclose()
+    server.should_exit = True
+    await asyncio.wait_for(task, 30)
+
+
+async def serving(monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    from mpr.settings import get_settings
+
+    started: list[tuple[Any, asyncio.Task, httpx.AsyncClient]] = []
+
+    async def start(*, worker: bool = False, **env: str) -> Api:
+        monkeypatch.setenv("MPR_GRPC_PORT", "0")
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        server, task, client, url = await run_app(settings, worker=worker)
+        started.append((server, task, client))
+        return Api(url=url, http=client, settings=settings)
+
+    yield start
+    for server, task, client in reversed(started):
+        await stop_app(server, task, client)

@@ -7,95 +7,22 @@ app on the same loop as the ``db`` fixture's connections, exactly like
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Api:
-    """A running app: its base URL, an HTTP client, and a GraphQL helper."""
-
-    url: str
-    http: httpx.AsyncClient
-    settings: Any
-
-    async def gql(
-        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
-    ) -> dict[str, Any]:
-        """POST a GraphQL document; return the JSON body (``data`` and maybe ``errors``)."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    async def ok(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
-        """Like :meth:`gql` but asserts there are no errors and returns ``data``."""
-        body = await self.gql(query, variables, token)
-        assert not body.get("errors"), body["errors"]
-        return body["data"]
+from testkit import Api, free_port, serving  # noqa: F401  (re-exported for the API tests)
 
 
 @pytest.fixture
 async def start_api(db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     """Start the real app with extra environment (``await start_api(MPR_API_TOKEN="x", worker=True)``)."""
-    import uvicorn
-
-    from mpr.api.app import create_app
-    from mpr.settings import get_settings
-
-    started: list[tuple[uvicorn.Server, asyncio.Task, httpx.AsyncClient]] = []
-
-    async def start(*, worker: bool = False, **env: str) -> Api:
-        monkeypatch.setenv("MPR_GRPC_PORT", "0")
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        settings = get_settings()
-        app = create_app(settings, worker=worker, grpc=False)
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-
-        async def serve() -> None:
-            try:
-                await server.serve()
-            except SystemExit:  # uvicorn exits when the lifespan fails; the log above says why
-                raise RuntimeError("the app failed to start (see the captured log)") from None
-
-        task = asyncio.create_task(serve())
-        for _ in range(200):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.02)
-        if task.done():
-            task.result()
-        assert server.started, "uvicorn did not start"
-        url = f"http://127.0.0.1:{port}"
-        client = httpx.AsyncClient(base_url=url, timeout=30)
-        started.append((server, task, client))
-        return Api(url=url, http=client, settings=settings)
-
-    yield start
-    for server, task, client in reversed(started):
-        await client.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async for start in serving(monkeypatch):
+        yield start
 
 
 @pytest.fixture

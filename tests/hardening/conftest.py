@@ -12,96 +12,25 @@ import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from testkit import free_port
-
-
-@dataclass
-class Api:
-    """A running app: base URL, an async HTTP client, its settings."""
-
-    url: str
-    http: httpx.AsyncClient
-    settings: Any
-
-    async def gql(
-        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
-    ) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
-        assert r.status_code == 200, r.text
-        return r.json()
-
-    async def ok(self, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
-        body = await self.gql(query, variables, token)
-        assert not body.get("errors"), body["errors"]
-        return body["data"]
-
-
-async def run_app(settings: Any, *, worker: bool = False) -> tuple[Any, asyncio.Task, httpx.AsyncClient, str]:
-    """Serve ``create_app(settings)`` with uvicorn on this loop; returns (server, task, client, url)."""
-    import uvicorn
-
-    from mpr.api.app import create_app
-
-    app = create_app(settings, worker=worker, grpc=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.02)
-    if task.done():
-        task.result()
-    assert server.started, "uvicorn did not start"
-    url = f"http://127.0.0.1:{port}"
-    return server, task, httpx.AsyncClient(base_url=url, timeout=30), url
-
-
-async def stop_app(server: Any, task: asyncio.Task, client: httpx.AsyncClient) -> None:
-    await client.aclose()
-    server.should_exit = True
-    await asyncio.wait_for(task, 30)
-
-
-async def _serving(monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
-    from mpr.settings import get_settings
-
-    started: list[tuple[Any, asyncio.Task, httpx.AsyncClient]] = []
-
-    async def start(*, worker: bool = False, **env: str) -> Api:
-        monkeypatch.setenv("MPR_GRPC_PORT", "0")
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        settings = get_settings()
-        server, task, client, url = await run_app(settings, worker=worker)
-        started.append((server, task, client))
-        return Api(url=url, http=client, settings=settings)
-
-    yield start
-    for server, task, client in reversed(started):
-        await stop_app(server, task, client)
+from testkit import Api, run_app, serving, stop_app  # noqa: F401  (re-exported for the tests here)
 
 
 @pytest.fixture
 async def serve(sqlite_db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     """``await serve(worker=True, MPR_API_TOKEN="x")``: the real app on a free port (SQLite database)."""
-    async for start in _serving(monkeypatch):
+    async for start in serving(monkeypatch):
         yield start
 
 
 @pytest.fixture
 async def serve_any_db(db, media, monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     """Like ``serve``, on SQLite and (second run) a fresh database on the machine's PostgreSQL."""
-    async for start in _serving(monkeypatch):
+    async for start in serving(monkeypatch):
         yield start
 
 
