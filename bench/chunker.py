@@ -226,8 +226,9 @@ def main() -> None:
     from mpr.db import close_portal
 
     preset = next(p for p in STATIC_PRESETS if p.name == PRESET_NAME)
+    load = os.getloadavg()[0]
     print(f"# preset {preset.name}: {preset.video_codec} {preset.speed_preset} crf {preset.crf}, "
-          f"{preset.audio_codec} {preset.audio_bitrate}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")  # fmt: skip
+          f"{preset.audio_codec} {preset.audio_bitrate}; {os.cpu_count()} cores; load {load:.2f}")  # fmt: skip
     # keyframes every chunk (10 s: x264's default keyint 250 at 25 fps) and, sparse, every 1.3 chunks
     normal = make_source(base / "normal.mp4", args.seconds, gop=round(args.chunk_seconds * 25))
     sparse = make_source(base / "sparse.mp4", args.seconds, gop=round(args.chunk_seconds * 1.3 * 25))
