@@ -223,6 +223,10 @@ def build_command(
         filters = [f for f in (_scale_filter(preset.width, preset.height),) if f]
         if preset.fps:
             filters.append(f"fps={preset.fps:g}")
+        else:
+            # keep the source's timestamps: mp4 would otherwise force a constant rate and
+            # duplicate frames of a variable-frame-rate source (or of a video that starts late)
+            out["fps_mode"] = "passthrough"
         if filters:
             out["vf"] = ",".join(filters)
     if acodec is None:

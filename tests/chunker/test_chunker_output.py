@@ -70,6 +70,10 @@ async def test_variable_frame_rate_keeps_every_timestamp(sources, preset, sqlite
     assert gaps == {0.04, 0.08}  # really variable
     assert_same_frames(got, src)
     assert_av(got, src, frame=0.08)
+    # the single-pass encode keeps the variable rate too (no duplicated frames)
+    single = await asyncio.to_thread(single_pass, source, tmp_path / "single.mp4", preset)
+    ref = inspect(single)
+    assert len(ref.pts) == len(src.pts) == len(got.pts)
 
 
 async def test_video_starting_after_the_audio_stays_in_sync(sources, preset, sqlite_db, new_job, tmp_path):
@@ -81,6 +85,8 @@ async def test_video_starting_after_the_audio_stays_in_sync(sources, preset, sql
     assert_same_frames(got, src)
     assert abs(got.video_start - 0.2) < 1e-3 and abs(got.audio_start) < 1e-3
     assert abs(got.audio_seconds - src.audio_seconds) <= 1024 / 48000 + 1e-6
+    single = await asyncio.to_thread(single_pass, source, tmp_path / "single.mp4", preset)
+    assert len(inspect(single).pts) == len(src.pts) == len(got.pts)
 
 
 async def test_audio_only_source_is_encoded_in_one_pass(sources, preset, sqlite_db, new_job, tmp_path):
