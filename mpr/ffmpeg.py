@@ -301,6 +301,19 @@ def parse_progress(block: dict[str, str], duration: float | None, started: float
     return Progress(out_time=out_time, percent=percent, fps=fps, speed=speed, eta=eta)
 
 
+def _lower_priority(pid: int) -> None:
+    """Run ffmpeg at MPR_FFMPEG_NICE so the API, the UIs and the event streams stay responsive
+    while transcodes use every core (ffmpeg's encoder threads, created later, inherit it)."""
+    from mpr.settings import get_settings
+
+    nice = get_settings().ffmpeg_nice
+    if nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+        except OSError:  # the process may already be gone; priority is a courtesy, not a requirement
+            log.debug("could not renice ffmpeg %s", pid, exc_info=True)
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop ffmpeg's whole process group: SIGTERM, then SIGKILL after a short grace."""
     try:
@@ -345,6 +358,7 @@ def run(
         )
     except OSError as exc:
         raise FFmpegError(f"cannot start ffmpeg ({argv[0]}): {exc.strerror or exc}") from exc
+    _lower_priority(proc.pid)
 
     tail: collections.deque[str] = collections.deque(maxlen=30)
     started = time.monotonic()

@@ -83,6 +83,13 @@ def find_ffmpeg(configured: str | None) -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def _nice(env: Mapping[str, str]) -> int:
+    value = env_int(env, "MPR_FFMPEG_NICE", 10, minimum=0)
+    if value > 19:
+        raise ConfigError(f"MPR_FFMPEG_NICE must be between 0 and 19, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything MPR reads from the environment (see README, "Configuration")."""
@@ -111,6 +118,7 @@ class Settings:
     load_plugins: tuple[str, ...] | None = None
     log_level: str = "INFO"
     forwarded_allow_ips: str = "127.0.0.1"
+    ffmpeg_nice: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +164,7 @@ class Settings:
             # reverse proxies whose X-Forwarded-For/-Proto are trusted (client address for the
             # admin's login rate limit, https for Secure cookies); nginx on the same machine by default
             forwarded_allow_ips=env_str(env, "MPR_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            ffmpeg_nice=_nice(env),
         )
 
     @functools.cached_property

@@ -172,3 +172,28 @@ def test_parse_progress() -> None:
     assert p.eta == pytest.approx(0.6)
     end = ffmpeg.parse_progress({"out_time": "00:00:03.000000", "speed": "N/A", "progress": "end"}, 3.0, 0.0)
     assert (end.percent, end.eta) == (100.0, 0.0)
+
+
+def test_ffmpeg_runs_at_a_lower_priority_so_the_api_stays_responsive(tmp_path, monkeypatch):
+    """MPR_FFMPEG_NICE (default 10) is applied to the ffmpeg process; 0 leaves it alone."""
+    import threading
+
+    from mpr import ffmpeg
+    from mpr.settings import get_settings
+
+    seen: dict[str, int] = {}
+    real_lower = ffmpeg._lower_priority
+
+    def spy(pid: int) -> None:
+        real_lower(pid)
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, pid)
+
+    monkeypatch.setattr(ffmpeg, "_lower_priority", spy)
+    argv = [ffmpeg.ffmpeg_binary(), "-hide_banner", "-nostdin", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5:duration=0.4",
+            "-f", "null", "-"]  # fmt: skip
+    for value, expected in (("7", 7), ("0", os.getpriority(os.PRIO_PROCESS, 0))):
+        monkeypatch.setenv("MPR_FFMPEG_NICE", value)
+        get_settings.cache_clear()
+        ffmpeg.run(list(argv), cancel=threading.Event())
+        assert seen["nice"] == expected
+    get_settings.cache_clear()
