@@ -40,7 +40,7 @@ docs:
 	for f in docs/architecture/*.dot; do dot -Tsvg "$$f" -o "$${f%.dot}.svg"; done
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mpr plugins tests bench
+	$(VENV)/bin/ruff check mpr plugins tests bench testkit.py conftest.py
 
 clean:
 	rm -rf $(VENV) var ui/dist ui/node_modules

@@ -43,10 +43,7 @@ def test_compose_has_the_seed_stack_with_its_ports():
 
 def _mpr_invocations(command: list[str]) -> list[list[str]]:
     """Every `mpr ...` command line inside a compose command (plain list or `sh -c` string)."""
-    if command[:2] == ["sh", "-c"]:
-        parts = [shlex.split(p) for p in command[2].split("&&")]
-    else:
-        parts = [command]
+    parts = [shlex.split(p) for p in command[2].split("&&")] if command[:2] == ["sh", "-c"] else [command]
     return [p for p in parts if p and p[0] == "mpr"]
 
 
@@ -80,7 +77,7 @@ def test_compose_ports_match_nginx_and_envoy_configs():
     assert "server 127.0.0.1:8090;" in nginx
     envoy = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.yaml").read_text())
     listeners = envoy["static_resources"]["listeners"]
-    assert any(l["address"]["socket_address"]["port_value"] == 8090 for l in listeners)
+    assert any(lst["address"]["socket_address"]["port_value"] == 8090 for lst in listeners)
     clusters = envoy["static_resources"]["clusters"]
     ports = {
         ep["endpoint"]["address"]["socket_address"]["port_value"]
@@ -105,10 +102,14 @@ def test_lifecycle_diagram_shows_every_job_state_and_transition():
 
     dot = (ARCH / "job_lifecycle.dot").read_text()
     for status in JobStatus:
-        assert re.search(rf"^\s*{status.value}\s*\[", dot, re.MULTILINE), f"{status.value} missing from job_lifecycle.dot"
+        assert re.search(rf"^\s*{status.value}\s*\[", dot, re.MULTILINE), (
+            f"{status.value} missing from job_lifecycle.dot"
+        )
     for to, sources in TRANSITIONS.items():
         for src in sources:
-            assert re.search(rf"^\s*{src.value}\s*->\s*{to.value}\b", dot, re.MULTILINE), f"{src.value} -> {to.value} missing"
+            assert re.search(rf"^\s*{src.value}\s*->\s*{to.value}\b", dot, re.MULTILINE), (
+                f"{src.value} -> {to.value} missing"
+            )
 
 
 def test_data_model_diagram_shows_every_model_and_field():
@@ -116,8 +117,14 @@ def test_data_model_diagram_shows_every_model_and_field():
 
     dot = (ARCH / "data_model.dot").read_text()
     for model in MODELS:
-        assert re.search(rf"^\s*{model.__name__}\s*\[", dot, re.MULTILINE), f"{model.__name__} missing from data_model.dot"
-        record = re.search(rf"^\s*{model.__name__}\s*\[label=\"(.*?)\"\];", dot, re.MULTILINE | re.DOTALL).group(1).replace("\\l", "\n")
+        assert re.search(rf"^\s*{model.__name__}\s*\[", dot, re.MULTILINE), (
+            f"{model.__name__} missing from data_model.dot"
+        )
+        record = (
+            re.search(rf"^\s*{model.__name__}\s*\[label=\"(.*?)\"\];", dot, re.MULTILINE | re.DOTALL)
+            .group(1)
+            .replace("\\l", "\n")
+        )
         for field in model._meta.fields_map:
             if field.endswith("_id") and field[:-3] in model._meta.fields_map:
                 continue
@@ -136,8 +143,11 @@ def test_architecture_svg_is_rendered_from_its_dot(name: str, tmp_path: Path):
     assert svg.exists(), f"run `make docs` to render {name}.svg"
     fresh = tmp_path / f"{name}.svg"
     subprocess.run([dot, "-Tsvg", str(ARCH / f"{name}.dot"), "-o", str(fresh)], check=True)
-    titles = lambda text: sorted(re.findall(r"<title>(.*?)</title>", text))
-    assert titles(svg.read_text()) == titles(fresh.read_text()), f"{name}.svg is stale: run `make docs`"
+    assert _titles(svg.read_text()) == _titles(fresh.read_text()), f"{name}.svg is stale: run `make docs`"
+
+
+def _titles(svg_text: str) -> list[str]:
+    return sorted(re.findall(r"<title>(.*?)</title>", svg_text))
 
 
 def test_compose_rewrites_of_the_one_machine_configs_still_match_them():

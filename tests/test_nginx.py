@@ -98,7 +98,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         env.pop(name, None)
     subprocess.run([MPR, "migrate"], env=env, check=True, capture_output=True)
     subprocess.run([MPR, "scan"], env=env, check=True, capture_output=True)
-    log = open(base / "serve.log", "wb")
+    log = open(base / "serve.log", "wb")  # noqa: SIM115 (open for the server's lifetime)
     serve = subprocess.Popen([MPR, "serve", "--port", str(app_port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{app_port}/healthz")
@@ -142,11 +142,14 @@ http {{
 }}
 """
     )
-    check = subprocess.run([stack["nginx"], "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [stack["nginx"], "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stderr
-    proc = subprocess.Popen([stack["nginx"], "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
-                             "-g", "daemon off;"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [stack["nginx"], "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        stderr=subprocess.PIPE,
+    )
     wait_port(port)
     return proc, port
 
@@ -184,7 +187,11 @@ def stream_job_through(base: str, job_id: str) -> list[tuple[float, object]]:
         "POST",
         f"{base}/grpc/mpr.v1.ChunkerService/StreamChunkPipeline",
         content=body,
-        headers={"Content-Type": "application/grpc-web+proto", "X-Grpc-Web": "1", "Accept": "application/grpc-web+proto"},
+        headers={
+            "Content-Type": "application/grpc-web+proto",
+            "X-Grpc-Web": "1",
+            "Accept": "application/grpc-web+proto",
+        },
         timeout=60,
     ) as r:
         assert r.status_code == 200, r.read()
@@ -263,8 +270,9 @@ def test_grpc_web_stream_through_nginx_and_envoy_to_grpc_server(stack):
     conf = re.sub(r"port_value:\s*9901\b", f"port_value: {admin_port}", conf)
     path = stack["base"] / "envoy.yaml"
     path.write_text(conf)
-    envoy = subprocess.Popen([binary, "-c", str(path), "--log-level", "warn", "--base-id", str(envoy_port)],
-                             stderr=subprocess.PIPE)
+    envoy = subprocess.Popen(
+        [binary, "-c", str(path), "--log-level", "warn", "--base-id", str(envoy_port)], stderr=subprocess.PIPE
+    )
     try:
         wait_port(envoy_port)
         proc, port = start_nginx(stack, "envoy", envoy_port)
