@@ -8,8 +8,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from testkit import require
 
 ROOT = Path(__file__).resolve().parents[3]
 GCP = ROOT / "deploy" / "gcp"
@@ -82,8 +83,8 @@ def test_task_image_installs_core_s3_and_gcp_and_runs_the_task_unprivileged():
         assert (ROOT / source).exists(), source
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="setup.sh needs openssl")
 def test_setup_sh_runs_end_to_end_against_a_stand_in_gcloud(tmp_path):
+    require("openssl", shutil.which("openssl") is not None, "setup.sh needs openssl")
     # a copy of deploy/gcp in a minimal repository tree, so the build-context step has files to pack
     repo = tmp_path / "repo"
     shutil.copytree(GCP, repo / "deploy" / "gcp")
