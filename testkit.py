@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -235,3 +236,58 @@ async def serving(monkeypatch) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     yield start
     for server, task, client in reversed(started):
         await stop_app(server, task, client)
+
+
+class RedisServer:
+    """A private redis-server (AOF on) that a test may stop and restart on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.workdir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        """Die like a crash: no shutdown save; AOF (fsync always) keeps what was written."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def info_calls(self, command: str) -> int:
+        """How many times ``command`` ran on this server (INFO commandstats)."""
+        import redis
+
+        stats = redis.Redis.from_url(self.url).info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
@@ -156,6 +157,15 @@ def _page(request: Request, template: str, **context: Any) -> Template:
 def _back(path: str, *, msg: str = "", err: str = "") -> Redirect:
     query = urllib.parse.urlencode({k: v for k, v in (("msg", msg), ("err", err)) if v})
     return Redirect(path + (f"?{query}" if query else ""), status_code=303)
+
+
+async def _act(action: Awaitable[Any], *, back: str, done: str | None = None, msg: str) -> Redirect:
+    """Run a service call from a form; redirect to ``done`` with ``msg``, or back with its error."""
+    try:
+        await action
+    except MprError as exc:
+        return _back(back, err=str(exc))
+    return _back(done or back, msg=msg)
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -349,11 +359,11 @@ class AdminController(Controller):
     async def asset_save(self, request: Request, asset_id: str, data: FormData) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
-        try:
-            await _service().update_asset(asset_id, data.get("comments", ""))
-        except MprError as exc:
-            return _back(f"/admin/assets/{asset_id}", err=str(exc))
-        return _back(f"/admin/assets/{asset_id}", msg="Comments saved.")
+        return await _act(
+            _service().update_asset(asset_id, data.get("comments", "")),
+            back=f"/admin/assets/{asset_id}",
+            msg="Comments saved.",
+        )
 
     # -- presets ------------------------------------------------------------------------------
 
@@ -416,11 +426,12 @@ class AdminController(Controller):
     async def preset_delete(self, request: Request, preset_id: str) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
-        try:
-            await _service().delete_preset(preset_id)
-        except MprError as exc:
-            return _back(f"/admin/presets/{preset_id}", err=str(exc))
-        return _back("/admin/presets", msg="Preset deleted.")
+        return await _act(
+            _service().delete_preset(preset_id),
+            back=f"/admin/presets/{preset_id}",
+            done="/admin/presets",
+            msg="Preset deleted.",
+        )
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -458,21 +469,13 @@ class AdminController(Controller):
     async def job_cancel(self, request: Request, job_id: str) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
-        try:
-            await _service().cancel_job(job_id)
-        except MprError as exc:
-            return _back(f"/admin/jobs/{job_id}", err=str(exc))
-        return _back(f"/admin/jobs/{job_id}", msg="Job cancelled.")
+        return await _act(_service().cancel_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job cancelled.")
 
     @post("/jobs/{job_id:str}/retry")
     async def job_retry(self, request: Request, job_id: str) -> Response[Any]:
         if (gate := _gate(request)) is not None:
             return gate
-        try:
-            await _service().retry_job(job_id)
-        except MprError as exc:
-            return _back(f"/admin/jobs/{job_id}", err=str(exc))
-        return _back(f"/admin/jobs/{job_id}", msg="Job queued again.")
+        return await _act(_service().retry_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job queued again.")
 
     # -- chunks -------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit import free_port, port_open, redis_available, require
+from testkit import RedisServer, free_port, redis_available, require
 
 
 def _reset() -> None:
@@ -57,60 +56,11 @@ def job_id() -> str:
     return str(uuid.uuid4())
 
 
-class RedisServer:
-    """A private redis-server (AOF on) that a test may stop and restart on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def info_calls(self, command: str) -> int:
-        """How many times ``command`` ran on this server (INFO commandstats)."""
-        import redis
-
-        stats = redis.Redis.from_url(self.url).info("commandstats")
-        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
-
-
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A private redis-server for tests that restart Redis or count its commands."""
     require("redis-server", shutil.which("redis-server") is not None, "apt install redis-server")
     server = RedisServer(tmp_path / "redis")
-    server.workdir.mkdir()
     server.start()
     try:
         yield server

@@ -21,7 +21,7 @@ import pytest
 
 from mpr import hookimpl
 from mpr.models import JobStatus, TranscodeJob
-from testkit import _reset_caches, free_port, make_clip, port_open, require
+from testkit import RedisServer, _reset_caches, free_port, make_clip, require
 
 from .conftest import run_app, stop_app, wait_job
 
@@ -29,47 +29,6 @@ pytestmark = pytest.mark.timeout(240)
 
 
 # --------------------------------------------------------------------------- private services
-
-
-class PrivateRedis:
-    """A redis-server with AOF on a free port, that a test may kill and start again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.workdir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()  # like a crash: no shutdown save; AOF (fsync always) keeps what was written
-            self.proc.wait(10)
 
 
 class PrivatePostgres:
@@ -106,7 +65,7 @@ class PrivatePostgres:
 @pytest.fixture
 def private_redis(tmp_path):
     require("redis-server", shutil.which("redis-server") is not None, "apt install redis-server")
-    server = PrivateRedis(tmp_path / "redis")
+    server = RedisServer(tmp_path / "redis")
     server.start()
     yield server
     server.kill()
