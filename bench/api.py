@@ -79,6 +79,11 @@ async def seed(n: int) -> None:
         for i in range(n)
     ]  # fmt: skip
     await MediaAsset.bulk_create(assets, batch_size=500)
+    # a file for each (empty: never probed), or the benchmark's scan would mark them missing
+    media_in = Path(os.environ["MEDIA_IN"])
+    (media_in / "library").mkdir(parents=True, exist_ok=True)
+    for asset in assets:
+        (media_in / asset.path).touch()
     statuses = [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPLETED]
     jobs = [
         TranscodeJob(

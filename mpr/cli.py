@@ -111,7 +111,11 @@ def scan() -> None:
     _db_ready(sync=False)
     result = _run(service.scan())
     again = f", probed again {result.updated}" if result.updated else ""
-    click.echo(f"found {result.found}, registered {result.registered}, skipped {result.skipped}{again}")
+    back = f", back {result.restored}" if result.restored else ""
+    click.echo(
+        f"found {result.found}, registered {result.registered}, skipped {result.skipped}{again}{back}, "
+        f"missing {result.missing}"
+    )
     for error in result.errors:
         click.echo(f"  error: {error}", err=True)
 

@@ -4,11 +4,16 @@ Commands are composed with ffmpeg-python and always run as an argv list (no
 shell), in their own process group so a cancel kills ffmpeg and anything it
 spawned. Progress comes from ``-progress pipe:1`` (key=value blocks on stdout);
 the last stderr lines become the :class:`~mpr.errors.FFmpegError` message.
+
+ffmpeg must not outlive the process that runs it (see :func:`run` and
+:func:`kill_orphans` for how a SIGKILLed worker's ffmpeg is stopped).
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import functools
 import logging
 import os
@@ -51,6 +56,8 @@ _SPEED_NUMBERS = {
 }
 
 STOP_GRACE = 0.3  # seconds between SIGTERM and SIGKILL when cancelling; partial output is deleted anyway
+OWNER_ENV = "MPR_FFMPEG_OWNER"  # "<pid>:<start time>" of the MPR process that started this ffmpeg
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Cancelled(FFmpegError):
@@ -172,6 +179,24 @@ def _extra_args(extra: dict, video: bool) -> dict[str, object]:
     return out
 
 
+def _copy_codec(preset: Preset, dst: str | Path) -> str:
+    """The audio codec that "copies" the audio of a trimmed output: ``copy``, or ``flac`` for a .flac file.
+
+    The flac muxer writes the source's STREAMINFO block as the file header and
+    only rewrites it with the encoder's final one, which a stream copy does not
+    have: a FLAC trimmed with ``-c:a copy`` announces the *source's* duration
+    and sample count (a 3 s cut of a 10 s file reports 10 s; players show the
+    wrong length and seek past the end). FLAC is lossless, so encoding it
+    again gives the very same samples with a correct header, and a cut exact
+    to the sample instead of to the 4096-sample frame.
+    """
+    if preset.container == "flac" or (
+        preset.container == SOURCE_CONTAINER and Path(str(dst)).suffix.lower() == ".flac"
+    ):
+        return "flac"
+    return "copy"
+
+
 def build_command(
     src: str | Path,
     dst: str | Path,
@@ -187,7 +212,8 @@ def build_command(
 
     ``start``/``end`` (seconds) trim the source: with re-encoding the cut is
     frame-accurate (input seek, then decode from the previous keyframe); with
-    the ``copy`` preset it snaps to the keyframe before ``start``.
+    the ``copy`` preset it snaps to the keyframe before ``start``. A trimmed
+    FLAC file is the exception to stream copy (see :func:`_copy_codec`).
     ``video=False``/``audio=False`` drop that stream (the chunker encodes
     them separately). Progress goes to stdout (``-progress pipe:1``).
     """
@@ -205,6 +231,8 @@ def build_command(
         out["t"] = f"{end - (start or 0.0):.6f}"
     vcodec = preset.video_codec if video else None
     acodec = preset.audio_codec if audio else None
+    if acodec == "copy" and (start or end is not None):
+        acodec = _copy_codec(preset, dst)
     extra = dict(preset.extra or {})
 
     if vcodec is None:
@@ -314,6 +342,133 @@ def _lower_priority(pid: int) -> None:
             log.debug("could not renice ffmpeg %s", pid, exc_info=True)
 
 
+def _start_time(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks since boot, /proc/PID/stat field 22), None if
+    it is gone or dead (a zombie not yet waited for by its parent).
+
+    With the pid it names one process for the life of the machine: a pid can be reused, a
+    (pid, start time) pair cannot.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ")"
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) <= 19 or fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
+
+
+def owner_token() -> str:
+    """This process as ``<pid>:<start time>``, put in every ffmpeg's environment as ``MPR_FFMPEG_OWNER``."""
+    return _owner_token(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _owner_token(pid: int) -> str:
+    return f"{pid}:{_start_time(pid) or 0}"
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not os.path.exists("/proc/self"):  # not Linux: no PR_SET_PDEATHSIG
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the kernel SIGKILL ffmpeg when the thread that started it dies.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits,
+    not the process. That is what MPR needs: :func:`run` starts ffmpeg and
+    waits for it in the same thread (a job's consumer thread, a chunker
+    worker), which only returns once ffmpeg has ended, so the signal can
+    come only from the worker process dying (SIGKILL, out-of-memory killer,
+    a crash). The parent check closes the race of the parent dying between
+    fork and prctl. It runs between fork and exec with only ctypes calls
+    resolved before the fork, so it takes no lock another thread could hold.
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    getppid = os.getppid
+    sigkill = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def find_orphans(owner_pids: set[int] | None = None) -> list[int]:
+    """Pids of this machine's processes started by :func:`run` whose MPR process is gone.
+
+    A process qualifies when its environment names an owner (``MPR_FFMPEG_OWNER``)
+    that no longer runs (no such pid, or the pid now belongs to a process
+    started later). ``owner_pids`` limits the search to those owners. Only
+    processes of this user are visible; an empty list off Linux.
+    """
+    marker = f"{OWNER_ENV}=".encode()
+    found = []
+    alive: dict[int, str | None] = {}
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        for var in environ.split(b"\0"):
+            if not var.startswith(marker):
+                continue
+            pid_text, _, started = var[len(marker) :].decode(errors="replace").partition(":")
+            if not pid_text.isdigit():
+                break
+            owner = int(pid_text)
+            if owner_pids is not None and owner not in owner_pids:
+                break
+            if owner not in alive:
+                alive[owner] = _start_time(owner)
+            if alive[owner] != started:
+                found.append(int(entry))
+            break
+    return found
+
+
+def kill_orphans(owner_pids: set[int] | None = None) -> list[int]:
+    """SIGKILL the process groups of :func:`find_orphans`; returns the pids found.
+
+    The fallback behind ``PR_SET_PDEATHSIG``: the death signal reaches only
+    the process the worker forked, so when ``MPR_FFMPEG`` is a wrapper
+    script (``nice``, a shell script, ``docker run`` ...) the real ffmpeg
+    under it would keep running. The whole group goes, as on a cancel, and
+    the environment marker (inherited by everything ffmpeg or the wrapper
+    starts) is checked first, so a reused pid is never killed by mistake.
+    """
+    pids = find_orphans(owner_pids)
+    for pid in pids:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            log.warning("cannot kill orphaned ffmpeg %s: permission denied", pid)
+            continue
+        log.warning("killed orphaned ffmpeg process group %s (its MPR process is gone)", pid)
+    return pids
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """Stop ffmpeg's whole process group: SIGTERM, then SIGKILL after a short grace."""
     try:
@@ -345,6 +500,13 @@ def run(
     Setting ``cancel`` kills the process group within 2 s and raises
     :class:`Cancelled`. A non-zero exit raises FFmpegError carrying the last
     stderr lines. Ctrl-C (or any exception) also kills the process group.
+
+    If this process is killed outright (SIGKILL: nothing runs to clean up),
+    ffmpeg would go on to the end: it ignores SIGPIPE and keeps encoding
+    after its progress pipe breaks. On Linux the kernel kills it at once
+    (``PR_SET_PDEATHSIG``, see :func:`_die_with_parent`); the environment
+    marker ``MPR_FFMPEG_OWNER`` lets the local reaper find and kill whatever
+    the death signal did not reach (:func:`kill_orphans`).
     """
     if not argv or not isinstance(argv, list):
         raise FFmpegError("empty ffmpeg command")
@@ -355,6 +517,8 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            env={**os.environ, OWNER_ENV: owner_token()},
+            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - ctypes prctl only, see its docstring
         )
     except OSError as exc:
         raise FFmpegError(f"cannot start ffmpeg ({argv[0]}): {exc.strerror or exc}") from exc

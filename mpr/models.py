@@ -22,6 +22,7 @@ class AssetStatus(StrEnum):
     PENDING = "pending"
     READY = "ready"
     ERROR = "error"
+    MISSING = "missing"  # a scan no longer found the file in MEDIA_IN; the next scan that finds it restores it
 
 
 class JobStatus(StrEnum):
@@ -117,6 +118,7 @@ class TranscodeJob(Model):
     output_size = fields.BigIntField(null=True)
     output_duration = fields.FloatField(null=True)
     output_probe = fields.JSONField(null=True)
+    metrics = fields.JSONField(null=True, description="metrics object of the executor's completion callback")
     trim_start = fields.FloatField(null=True)
     trim_end = fields.FloatField(null=True)
     priority = fields.IntField(default=0)

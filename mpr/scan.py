@@ -4,11 +4,17 @@ The walk goes through the MEDIA_IN storage backend, so the same code scans a
 local folder, S3 or GCS. A file that cannot be probed becomes an asset with
 status ``error`` and a readable message; the scan goes on. Scanning again
 registers only files it has not seen (idempotent).
+
+An asset whose file is no longer listed becomes ``missing`` (jobs cannot be
+created from it); a later scan that lists the file again probes it and
+restores it (``ready``, or ``error`` if the new file is broken). The asset,
+its jobs and its comments are kept throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import posixpath
 from dataclasses import dataclass, field
@@ -29,6 +35,9 @@ AUDIO_EXTENSIONS = frozenset({"mp3", "wav", "flac", "aac", "ogg", "m4a"})
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
 
 
+MISSING_ERROR = "the file is no longer in MEDIA_IN; put it back and scan again"
+
+
 @dataclass
 class ScanResult:
     """Counts of one scan: media files found, newly registered, already known; and per-file errors."""
@@ -38,6 +47,8 @@ class ScanResult:
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
     updated: int = 0  # assets in error whose file changed (e.g. finished copying) and were probed again
+    missing: int = 0  # assets whose file is not in MEDIA_IN (marked missing by this scan or an earlier one)
+    restored: int = 0  # missing assets whose file is back, probed again
 
 
 def extension(key: str) -> str:
@@ -119,11 +130,26 @@ async def scan(settings: Settings | None = None) -> ScanResult:
     """Walk MEDIA_IN, register every new media file, and report what was found."""
     settings = settings or get_settings()
     storage = media_in(settings)
+    listed_at = now()
     objects = await asyncio.to_thread(lambda: [o for o in storage.list() if is_media(o.key)])
     known = dict(await MediaAsset.all().values_list("path", "size"))
     broken = set(await MediaAsset.filter(status=AssetStatus.ERROR).values_list("path", flat=True))
+    missing = set(await MediaAsset.filter(status=AssetStatus.MISSING).values_list("path", flat=True))
     result = ScanResult(found=len(objects))
     for obj in objects:
+        if obj.key in missing:
+            # the file is back (maybe a different one under the same name): probe it again
+            fields = await probe_asset_fields(obj.key, settings)
+            fields.setdefault("kind", kind_of(obj.key))
+            await MediaAsset.filter(path=obj.key, status=AssetStatus.MISSING).update(
+                size=obj.size, updated_at=now(), **fields
+            )
+            result.restored += 1
+            result.skipped += 1
+            if fields["status"] is AssetStatus.ERROR:
+                result.errors.append(f"{obj.key}: {fields['error']}")
+            log.info("%s is back in MEDIA_IN: %s", obj.key, fields["status"].value)
+            continue
         if obj.key in known:
             if obj.key in broken and obj.size != known[obj.key]:
                 # it was probably still being copied when it was first scanned: probe it again
@@ -146,7 +172,39 @@ async def scan(settings: Settings | None = None) -> ScanResult:
         result.registered += 1
         if asset.status is AssetStatus.ERROR:
             result.errors.append(f"{obj.key}: {asset.error}")
+    result.missing = await _mark_missing({o.key for o in objects}, listed_at)
     log.info(
-        "scan of %s: %d found, %d registered, %d skipped", storage.root, result.found, result.registered, result.skipped
+        "scan of %s: %d found, %d registered, %d skipped, %d missing",
+        storage.root,
+        result.found,
+        result.registered,
+        result.skipped,
+        result.missing,
     )
     return result
+
+
+async def _mark_missing(listed: set[str], listed_at: datetime.datetime) -> int:
+    """Mark assets whose file was not in the listing ``missing``; returns how many are missing now.
+
+    Every asset path is a key of MEDIA_IN, the storage just listed, so an
+    asset not in the listing has no file there. Assets created after the
+    listing started (an upload or a ``register`` racing this scan) are left
+    alone: the listing could not have seen their file.
+    """
+    gone = [
+        path
+        for path in await MediaAsset.filter(created_at__lt=listed_at)
+        .exclude(status=AssetStatus.MISSING)
+        .values_list("path", flat=True)
+        if path not in listed
+    ]
+    for chunk in range(0, len(gone), 500):  # stay below SQLite's bound-parameter limit
+        await (
+            MediaAsset.filter(path__in=gone[chunk : chunk + 500])
+            .exclude(status=AssetStatus.MISSING)
+            .update(status=AssetStatus.MISSING, error=MISSING_ERROR, updated_at=now())
+        )
+    for path in gone:
+        log.warning("%s is no longer in MEDIA_IN: marked missing", path)
+    return await MediaAsset.filter(status=AssetStatus.MISSING).count()

@@ -192,6 +192,11 @@ async def create_job(
     """
     settings = get_settings()
     asset = await get_asset(source_asset_id)
+    if asset.status is AssetStatus.MISSING:
+        raise ValidationError(
+            f"the source file {asset.path} is missing from MEDIA_IN (a scan no longer found it); "
+            "put it back and scan again"
+        )
     if asset.status is not AssetStatus.READY:
         reason = f": {asset.error}" if asset.error else ""
         raise ValidationError(f"asset {asset.path} is not ready ({asset.status.value}{reason})")

@@ -3,9 +3,13 @@
 Login uses ``MPR_ADMIN_PASSWORD``, kept only as a salted scrypt hash in
 memory. When the variable is unset the admin is **disabled**: every page
 says so and how to enable it (no password is ever generated or printed).
-Sessions are random tokens in memory (an ``HttpOnly``, ``SameSite=Lax``
-cookie, ``Secure`` when MPR_PUBLIC_URL is https); forms carry Litestar's CSRF
-token; failed logins are rate limited per client address.
+Sessions are opaque random tokens (an ``HttpOnly``, ``SameSite=Lax``
+cookie, ``Secure`` when MPR_PUBLIC_URL is https) kept with a 12 h TTL in a
+Litestar store shared by every API process and surviving restarts: Redis
+when MPR_REDIS_URL is set, else files under ``$MPR_VAR_DIR/admin-sessions``.
+Forms carry Litestar's CSRF token (its secret derived from the password, so
+any process accepts them); failed logins are rate limited per client address
+through the same store.
 
 Pages: status (queue depth, workers seen, executor, storage roots, ffmpeg and
 plugin versions), assets (edit comments), presets (create/edit), jobs
@@ -15,24 +19,26 @@ through :mod:`mpr.service`, like the GraphQL mutations.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import subprocess
-import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Response, Template
+from litestar.stores.base import Store
 from tortoise.expressions import Q
 
 import mpr
@@ -48,12 +54,16 @@ from mpr.models import (
     TranscodeJob,
     TranscodePreset,
 )
+from mpr.settings import Settings
 
 log = logging.getLogger("mpr.api.admin")
 
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
+T = TypeVar("T")
+
 SESSION_COOKIE = "mpr_admin"
+STORE_NAMESPACE = "mpr:admin"
 SESSION_TTL = 12 * 3600
 LOGIN_WINDOW = 300.0
 LOGIN_MAX_FAILURES = 5
@@ -77,16 +87,62 @@ PRESET_FIELDS = (
 )
 
 
-class AdminAuth:
-    """Password check (scrypt hash in memory), sessions, and the login rate limit."""
+class SessionStoreDown(MprError):
+    """The session store (Redis or the var directory) cannot be read or written."""
 
-    def __init__(self, password: str | None) -> None:
+
+def session_store(settings: Settings) -> Store:
+    """Where admin sessions and login failures live: Redis when MPR_REDIS_URL is set, else files in the var dir.
+
+    Both are shared by every API process using the same Redis or var directory,
+    and survive a restart.
+    """
+    if settings.redis_url:
+        from litestar.stores.redis import RedisStore
+
+        return RedisStore.with_client(url=settings.redis_url, namespace=STORE_NAMESPACE)
+    from litestar.stores.file import FileStore
+
+    path = settings.var_path / "admin-sessions"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return FileStore(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _master_key(password: str) -> bytes:
+    """A key derived from MPR_ADMIN_PASSWORD, the same in every process (for session ids and CSRF)."""
+    return hashlib.scrypt(password.encode(), salt=b"mpr-admin-keys/v1", n=2**14, r=8, p=1, dklen=32)
+
+
+def csrf_secret(password: str | None) -> str:
+    """The CSRF secret: derived from MPR_ADMIN_PASSWORD so every API process accepts the others' forms.
+
+    Random when the admin is disabled (no form is ever rendered then).
+    """
+    if not password:
+        return secrets.token_urlsafe(32)
+    return hmac.new(_master_key(password), b"csrf", hashlib.sha256).hexdigest()
+
+
+class AdminAuth:
+    """Password check (scrypt hash in memory), sessions, and the login rate limit.
+
+    Sessions and failure counts are kept in a Litestar store (:func:`session_store`)
+    shared by all API processes. The cookie holds an opaque random token; the
+    store key is an HMAC of it under a key derived from the password, so the
+    store never holds a usable token, and changing MPR_ADMIN_PASSWORD ends every
+    session. Logout deletes the entry, which ends the session in every process.
+    """
+
+    def __init__(self, password: str | None, store: Store | None = None) -> None:
         self.enabled = bool(password)
         self._salt = secrets.token_bytes(16)
         self._hash = self._derive(password) if password else b""
-        self._sessions: dict[str, float] = {}
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
+        self._key = hmac.new(_master_key(password), b"sessions", hashlib.sha256).digest() if password else b""
+        self.store = store
+        self.settings: Settings | None = None  # where the store is opened from on first use
+        self._lock = asyncio.Lock()
+        self._swept = 0.0
 
     def _derive(self, password: str) -> bytes:
         return hashlib.scrypt(password.encode(), salt=self._salt, n=2**14, r=8, p=1, dklen=32)
@@ -95,52 +151,113 @@ class AdminAuth:
         """True when ``password`` matches MPR_ADMIN_PASSWORD (constant-time)."""
         return self.enabled and hmac.compare_digest(self._derive(password or ""), self._hash)
 
-    def blocked(self, ip: str) -> bool:
-        """True when ``ip`` had too many failed logins within the window."""
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._failures.get(ip, []) if now - t < LOGIN_WINDOW]
-            self._failures[ip] = recent
-            return len(recent) >= LOGIN_MAX_FAILURES
+    def _session_key(self, token: str) -> str:
+        return "session:" + hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()
 
-    def failed(self, ip: str) -> None:
-        with self._lock:
-            self._failures.setdefault(ip, []).append(time.monotonic())
+    def _store(self) -> Store:
+        if self.store is None:
+            if self.settings is None:
+                raise SessionStoreDown("the admin session store is not set up")
+            try:
+                self.store = session_store(self.settings)
+            except OSError as exc:
+                log.error("cannot open the admin session store: %s", exc)
+                raise SessionStoreDown(f"the admin session store is unavailable ({exc.strerror or exc})") from exc
+        return self.store
 
-    def new_session(self) -> str:
+    async def _call(self, what: str, action: Awaitable[T]) -> T:
+        try:
+            return await action
+        except Exception as exc:  # Redis down, var dir unreadable: one clear answer instead of a 500
+            log.error("admin session store failed to %s: %s", what, exc)
+            raise SessionStoreDown(f"the admin session store is unavailable ({type(exc).__name__})") from exc
+
+    async def blocked(self, ip: str) -> bool:
+        """True when ``ip`` had LOGIN_MAX_FAILURES failed logins within the window."""
+        return len(await self._failures(ip)) >= LOGIN_MAX_FAILURES
+
+    async def _failures(self, ip: str) -> list[float]:
+        raw = await self._call("read", self._store().get(f"login-failures:{ip}"))
+        try:
+            times = [float(t) for t in json.loads(raw or b"[]")]
+        except (ValueError, TypeError):
+            times = []
+        now = time.time()
+        return [t for t in times if now - t < LOGIN_WINDOW]
+
+    async def failed(self, ip: str) -> None:
+        """Count a failed login of ``ip`` (kept LOGIN_WINDOW seconds)."""
+        async with self._lock:  # read-modify-write: serialised in this process
+            recent = [*await self._failures(ip), time.time()][-LOGIN_MAX_FAILURES * 4 :]
+            payload = json.dumps(recent)
+            await self._call("write", self._store().set(f"login-failures:{ip}", payload, int(LOGIN_WINDOW) + 1))
+
+    async def new_session(self) -> str:
+        """A new session token (the cookie value), stored for SESSION_TTL seconds."""
         token = secrets.token_urlsafe(32)
-        with self._lock:
-            self._sessions[token] = time.time() + SESSION_TTL
+        key = self._session_key(token)
+        store = self._store()
+        await self._call("write", store.set(key, json.dumps({"created": time.time()}), SESSION_TTL))
+        if not await self._call("read", store.exists(key)):  # FileStore ignores write errors
+            raise SessionStoreDown("the admin session store is not writable")
+        await self._sweep()
         return token
 
-    def valid(self, token: str | None) -> bool:
-        if not self.enabled or not token:
+    async def valid(self, token: str | None) -> bool:
+        """True when ``token`` names a live session (expired, ended or forged tokens are not)."""
+        if not self.enabled or not token or len(token) > 256:
             return False
-        with self._lock:
-            expiry = self._sessions.get(token)
-            if expiry is None or expiry < time.time():
-                self._sessions.pop(token, None)
-                return False
-            return True
+        return await self._call("read", self._store().get(self._session_key(token))) is not None
 
-    def end(self, token: str | None) -> None:
-        with self._lock:
-            self._sessions.pop(token or "", None)
+    async def end(self, token: str | None) -> None:
+        """Delete the session of ``token`` from the store (every process sees it gone)."""
+        if self.enabled and token and len(token) <= 256:
+            await self._call("write", self._store().delete(self._session_key(token)))
+
+    async def _sweep(self) -> None:
+        """Drop expired session files now and then (Redis expires keys itself)."""
+        delete_expired = getattr(self.store, "delete_expired", None)
+        if delete_expired is None or time.monotonic() - self._swept < 3600:
+            return
+        self._swept = time.monotonic()
+        try:
+            await delete_expired()
+        except OSError as exc:
+            log.warning("could not sweep expired admin sessions: %s", exc)
+
+    async def close(self) -> None:
+        """Release the store's connections (Redis)."""
+        shutdown = getattr(self.store, "_shutdown", None)
+        if shutdown is not None:
+            await shutdown()
 
 
 def _auth(request: Request) -> AdminAuth:
-    return request.app.state.admin
+    """The app's AdminAuth, told the app's settings on first use (its store is closed with the app)."""
+    auth: AdminAuth = request.app.state.admin
+    if auth.settings is None and auth.store is None and auth.enabled:
+        auth.settings = app_settings(request)
+        request.app.state.before_db_close.append(auth.close)
+    return auth
 
 
-def _logged_in(request: Request) -> bool:
-    return _auth(request).valid(request.cookies.get(SESSION_COOKIE))
+def _unavailable(exc: SessionStoreDown) -> Response[str]:
+    return Response(f"{exc}\n", status_code=503, media_type="text/plain")
 
 
-def _gate(request: Request) -> Response[Any] | None:
+async def _logged_in(request: Request) -> bool:
+    return await _auth(request).valid(request.cookies.get(SESSION_COOKIE))
+
+
+async def _gate(request: Request) -> Response[Any] | None:
     """A response to send instead of the page (admin disabled, or login needed); None to go on."""
     if not _auth(request).enabled:
         return Template("admin/disabled.html", context={}, status_code=403)
-    if not _logged_in(request):
+    try:
+        logged_in = await _logged_in(request)
+    except SessionStoreDown as exc:
+        return _unavailable(exc)
+    if not logged_in:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Redirect(f"/admin/login?next={urllib.parse.quote(target)}", status_code=303)
     return None
@@ -264,20 +381,24 @@ class AdminController(Controller):
         nxt = data.get("next") or "/admin"
         if not nxt.startswith("/admin"):
             nxt = "/admin"  # never redirect off-site after login
-        if auth.blocked(ip):
-            return Template(
-                "admin/login.html",
-                context={"next": nxt, "error": "Too many failed logins. Wait a few minutes and try again."},
-                status_code=429,
-            )
-        if not auth.check_password(data.get("password", "")):
-            auth.failed(ip)
-            log.warning("failed admin login from %s", ip)
-            return Template("admin/login.html", context={"next": nxt, "error": "Wrong password."}, status_code=401)
+        try:
+            if await auth.blocked(ip):
+                return Template(
+                    "admin/login.html",
+                    context={"next": nxt, "error": "Too many failed logins. Wait a few minutes and try again."},
+                    status_code=429,
+                )
+            if not auth.check_password(data.get("password", "")):
+                await auth.failed(ip)
+                log.warning("failed admin login from %s", ip)
+                return Template("admin/login.html", context={"next": nxt, "error": "Wrong password."}, status_code=401)
+            token = await auth.new_session()
+        except SessionStoreDown as exc:
+            return _unavailable(exc)
         response = Redirect(nxt, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            auth.new_session(),
+            token,
             path="/admin",
             httponly=True,
             samesite="lax",
@@ -288,7 +409,10 @@ class AdminController(Controller):
 
     @post("/logout")
     async def logout(self, request: Request) -> Response[Any]:
-        _auth(request).end(request.cookies.get(SESSION_COOKIE))
+        try:
+            await _auth(request).end(request.cookies.get(SESSION_COOKIE))
+        except SessionStoreDown as exc:
+            return _unavailable(exc)  # the session may still be live: do not pretend it ended
         response = Redirect("/admin/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/admin")
         return response
@@ -297,7 +421,7 @@ class AdminController(Controller):
 
     @get("/")
     async def status(self, request: Request) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         from mpr.api.health import run_checks
 
@@ -330,7 +454,7 @@ class AdminController(Controller):
 
     @get("/assets")
     async def assets(self, request: Request) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         q = request.query_params
         qs = MediaAsset.all()
@@ -346,7 +470,7 @@ class AdminController(Controller):
 
     @get("/assets/{asset_id:str}")
     async def asset(self, request: Request, asset_id: str) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         aid = _uuid(asset_id)
         row = await MediaAsset.get_or_none(id=aid) if aid else None
@@ -357,7 +481,7 @@ class AdminController(Controller):
 
     @post("/assets/{asset_id:str}")
     async def asset_save(self, request: Request, asset_id: str, data: FormData) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         return await _act(
             _service().update_asset(asset_id, data.get("comments", "")),
@@ -369,7 +493,7 @@ class AdminController(Controller):
 
     @get("/presets")
     async def presets(self, request: Request) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         q = request.query_params
         qs = TranscodePreset.all()
@@ -383,13 +507,13 @@ class AdminController(Controller):
 
     @get("/presets/new")
     async def preset_new(self, request: Request) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         return _page(request, "preset.html", preset=None, values={}, fields=PRESET_FIELDS)
 
     @post("/presets/new")
     async def preset_create(self, request: Request, data: FormData) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         try:
             preset = await _service().create_preset(_preset_data(data, partial=False))
@@ -399,7 +523,7 @@ class AdminController(Controller):
 
     @get("/presets/{preset_id:str}")
     async def preset(self, request: Request, preset_id: str) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         pid = _uuid(preset_id)
         row = await TranscodePreset.get_or_none(id=pid) if pid else None
@@ -410,7 +534,7 @@ class AdminController(Controller):
 
     @post("/presets/{preset_id:str}")
     async def preset_save(self, request: Request, preset_id: str, data: FormData) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         pid = _uuid(preset_id)
         row = await TranscodePreset.get_or_none(id=pid) if pid else None
@@ -424,7 +548,7 @@ class AdminController(Controller):
 
     @post("/presets/{preset_id:str}/delete")
     async def preset_delete(self, request: Request, preset_id: str) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         return await _act(
             _service().delete_preset(preset_id),
@@ -437,7 +561,7 @@ class AdminController(Controller):
 
     @get("/jobs")
     async def jobs(self, request: Request) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         q = request.query_params
         qs = TranscodeJob.all()
@@ -456,24 +580,25 @@ class AdminController(Controller):
 
     @get("/jobs/{job_id:str}")
     async def job(self, request: Request, job_id: str) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         jid = _uuid(job_id)
         row = await TranscodeJob.get_or_none(id=jid) if jid else None
         if row is None:
             return _back("/admin/jobs", err=f"job {job_id} does not exist")
         chunks = await JobChunk.filter(job_id=jid).order_by("index")
-        return _page(request, "job.html", job=row, chunks=chunks)
+        metrics = "" if row.metrics is None else json.dumps(row.metrics, indent=2, sort_keys=True, ensure_ascii=False)
+        return _page(request, "job.html", job=row, chunks=chunks, metrics=metrics)
 
     @post("/jobs/{job_id:str}/cancel")
     async def job_cancel(self, request: Request, job_id: str) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         return await _act(_service().cancel_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job cancelled.")
 
     @post("/jobs/{job_id:str}/retry")
     async def job_retry(self, request: Request, job_id: str) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         return await _act(_service().retry_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job queued again.")
 
@@ -481,7 +606,7 @@ class AdminController(Controller):
 
     @get("/chunks")
     async def chunks(self, request: Request) -> Response[Any]:
-        if (gate := _gate(request)) is not None:
+        if (gate := await _gate(request)) is not None:
             return gate
         q = request.query_params
         qs = JobChunk.all()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -167,7 +166,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False, grpc: 
         template_config=TemplateConfig(directory=TEMPLATES_DIR, engine=_jinja_engine()),
         # CSRF protects the admin's cookie-authenticated forms; every other route uses tokens or signatures.
         csrf_config=CSRFConfig(
-            secret=secrets.token_urlsafe(32),
+            secret=admin.csrf_secret(settings.admin_password),  # the same in every API process
             cookie_name="mpr_csrf",
             cookie_httponly=True,
             cookie_secure=settings.public_url.startswith("https://"),

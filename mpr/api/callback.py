@@ -5,10 +5,15 @@ signed as :mod:`mpr.callbacks` describes. Answers:
 
 - 413 body larger than :data:`mpr.callbacks.MAX_BODY`;
 - 401 unsigned, wrong secret, stale (> 5 min) or replayed signature;
-- 404 unknown job; 400 malformed body;
+- 404 unknown job; 400 malformed body (``metrics``, when given, must be a JSON object);
 - 200 otherwise. A callback for a job already in a final state changes
   nothing (``"changed": false``): duplicates are idempotent and a cancelled
   job is never revived.
+
+``metrics`` is stored on the job (``TranscodeJob.metrics``, shown by the admin
+and GraphQL's ``Job.metrics``) together with the status change the callback
+makes; a refused callback, or one ignored because the job is already final,
+stores nothing.
 
 A PENDING job's first callback is accepted (a remote executor may never have
 reported PROCESSING): the job goes PENDING → PROCESSING → COMPLETED through
@@ -97,10 +102,13 @@ def _probe_output(key: str, settings: Settings) -> tuple[int, float | None, dict
     return info.size, getattr(result, "duration", None), json.loads(json.dumps(data, default=str))
 
 
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
 def _parse(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"null")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
         raise ValidationError("callback body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ValidationError("callback body must be a JSON object")
@@ -111,25 +119,27 @@ def _parse(body: bytes) -> dict[str, Any]:
         if data.get(name) is not None and not isinstance(data[name], str):
             raise ValidationError(f"callback {name} must be a string")
     if data.get("metrics") is not None and not isinstance(data["metrics"], dict):
-        raise ValidationError("callback metrics must be an object")
+        kind = _JSON_KINDS.get(type(data["metrics"]), "value")
+        raise ValidationError(f"callback metrics must be a JSON object, got {kind}")
     return data
 
 
 async def _apply(job: TranscodeJob, data: dict[str, Any], settings: Settings) -> TranscodeJob:
-    """Move the job as the callback says; InvalidTransition when it already reached a final state."""
+    """Move the job as the callback says (storing its metrics); InvalidTransition when it is already final."""
+    extra: dict[str, Any] = {} if data.get("metrics") is None else {"metrics": data["metrics"]}
     if data["status"] == "failed":
         error = (data.get("error") or "remote executor reported failure")[:4000]
-        return await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error)
+        return await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error, **extra)
 
     key = safe_key(data.get("output_key") or job.output_path)
     if key != job.output_path and await TranscodeJob.filter(output_path=key).exclude(id=job.id).exists():
         raise ValidationError(f"output {key} belongs to another job")  # else a UNIQUE violation (500)
-    fields: dict[str, Any] = {"progress": 100.0}
+    fields: dict[str, Any] = {"progress": 100.0, **extra}
     try:
         size, duration, probe = await asyncio.to_thread(_probe_output, key, settings)
     except NotFound:
         error = f"executor reported completion but output {key} is missing"
-        return await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error)
+        return await jobs.transition(job.id, JobStatus.FAILED, error=error, message=error, **extra)
     fields.update(output_size=size, output_duration=duration, output_probe=probe)
     if key != job.output_path:
         fields["output_path"] = key

@@ -4,6 +4,13 @@ Local roots are served with HTTP Range (206) so a ``<video>`` element can
 seek; remote roots (S3, GCS) answer with a redirect to ``storage.url()``
 (public or presigned). Keys are checked only by :func:`mpr.storage.safe_key`
 (through the storage backend): an escaping key gets 400, a missing one 404.
+
+Every route also answers HEAD with exactly the status and headers its GET
+would send (Content-Length, Content-Range, Location ...) and no body. Litestar
+2.x routes HEAD to a handler but does not mark the response as a HEAD
+response itself (a ``File`` returned from ``@head`` is still streamed at the
+ASGI level, left to the server to drop), so :class:`HeadResponse` and
+:class:`HeadFile` set Litestar's ``is_head_response``: no file is opened or read.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, get
+from litestar import HttpMethod, Request, route
 from litestar.response import File, Redirect, Response, Stream
 
 from mpr.api.deps import app_settings
@@ -65,12 +72,48 @@ def _read(storage: Storage, key: str, start: int, end: int) -> Iterator[bytes]:
             yield data
 
 
-def _plain(status: int, message: str) -> Response[str]:
-    return Response(message + "\n", status_code=status, media_type="text/plain")
+class HeadResponse(Response[None]):
+    """The answer to a HEAD request: ``status_code`` and ``headers`` (as GET would send them), no body."""
+
+    def __init__(self, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(None, status_code=status_code, headers=headers)
+
+    def to_asgi_response(self, app: Any, request: Request, **kwargs: Any) -> Any:
+        kwargs["is_head_response"] = True  # no Content-Type/Length defaults, no body: ours are in the headers
+        return super().to_asgi_response(app, request, **kwargs)
+
+
+class HeadFile(File):
+    """A ``File`` answered to HEAD: Litestar's own Content-Length, Last-Modified and ETag, no body."""
+
+    def to_asgi_response(self, app: Any, request: Request, **kwargs: Any) -> Any:
+        kwargs["is_head_response"] = True
+        response = super().to_asgi_response(app, request, **kwargs)
+        if self.media_type:  # Litestar leaves Content-Type out of HEAD responses; GET has it
+            response.headers.setdefault("content-type", str(self.media_type))
+        return response
+
+
+def _is_head(request: Request) -> bool:
+    return request.method == HttpMethod.HEAD
+
+
+def _plain(status: int, message: str, *, head: bool = False, headers: dict[str, str] | None = None) -> Response[Any]:
+    body = (message + "\n").encode()
+    if head:
+        return HeadResponse(
+            status,
+            {**(headers or {}), "Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))},
+        )
+    return Response(body, status_code=status, media_type="text/plain", headers=headers)
 
 
 async def serve_media(request: Request, storage: Storage, key: str) -> Response[Any]:
-    """Serve ``key`` of ``storage`` (Range-aware), or redirect to its URL when the storage is remote."""
+    """Serve ``key`` of ``storage`` (Range-aware), or redirect to its URL when the storage is remote.
+
+    A HEAD request gets the same status and headers, without a body (nothing is read).
+    """
+    head = _is_head(request)
     key = key.lstrip("/") if key.startswith("/") and not key.startswith("//") else key
     try:
         key = safe_key(key)
@@ -78,43 +121,47 @@ async def serve_media(request: Request, storage: Storage, key: str) -> Response[
         if local is None:
             url = await asyncio.to_thread(storage.url, key)
             if not url:
-                return _plain(404, "this storage cannot serve files")
+                return _plain(404, "this storage cannot serve files", head=head)
+            if head:
+                return HeadResponse(
+                    302, {"Location": url, "Content-Type": "text/plain; charset=utf-8", "Content-Length": "0"}
+                )
             return Redirect(url, status_code=302)
         info = await asyncio.to_thread(storage.stat, key)
     except NotFound:
-        return _plain(404, "not found")
+        return _plain(404, "not found", head=head)
     except StorageError as exc:
-        return _plain(400, str(exc))
+        return _plain(400, str(exc), head=head)
     size = info.size
     media_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=60"}
     try:
         byte_range = parse_range(request.headers.get("range"), size)
     except ValueError:
-        return Response(
-            "range not satisfiable\n",
-            status_code=416,
-            media_type="text/plain",
-            headers={"Content-Range": f"bytes */{size}"},
-        )
+        return _plain(416, "range not satisfiable", head=head, headers={"Content-Range": f"bytes */{size}"})
     if byte_range is None:
         start, end, status = 0, size - 1, 200
     else:
         (start, end), status = byte_range, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(max(0, end - start + 1))
+    if head:
+        return HeadResponse(status if size else 200, {**headers, "Content-Type": media_type})
     if size == 0:
         return Response(b"", status_code=200, media_type=media_type, headers=headers)
     return Stream(_read(storage, key, start, end), status_code=status, media_type=media_type, headers=headers)
 
 
-@get("/media/in/{key:path}", include_in_schema=False)
+GET_HEAD = [HttpMethod.GET, HttpMethod.HEAD]
+
+
+@route("/media/in/{key:path}", http_method=GET_HEAD, include_in_schema=False)
 async def media_in_route(request: Request, key: str) -> Response[Any]:
     """A source file under MEDIA_IN."""
     return await serve_media(request, media_in(app_settings(request)), key)
 
 
-@get("/media/out/{key:path}", include_in_schema=False)
+@route("/media/out/{key:path}", http_method=GET_HEAD, include_in_schema=False)
 async def media_out_route(request: Request, key: str) -> Response[Any]:
     """An output file under MEDIA_OUT."""
     return await serve_media(request, media_out(app_settings(request)), key)
@@ -160,19 +207,23 @@ def _thumbnail(asset_path: str, at: float, width: int, target: Path, settings: S
             tmp.unlink(missing_ok=True)
 
 
-@get("/api/assets/{asset_id:str}/thumbnail", include_in_schema=False)
+@route("/api/assets/{asset_id:str}/thumbnail", http_method=GET_HEAD, include_in_schema=False)
 async def thumbnail(request: Request, asset_id: str, t: float | None = None, w: int = 320) -> Response[Any]:
-    """A JPEG frame of a video asset at ``t`` seconds, ``w`` pixels wide (cached under var/thumbs)."""
+    """A JPEG frame of a video asset at ``t`` seconds, ``w`` pixels wide (cached under var/thumbs).
+
+    HEAD makes (and caches) the frame too, to answer with its real Content-Length.
+    """
     settings = app_settings(request)
+    head = _is_head(request)
     try:
         aid = uuid.UUID(asset_id)
     except ValueError:
-        return _plain(404, f"asset {asset_id} does not exist")
+        return _plain(404, f"asset {asset_id} does not exist", head=head)
     asset = await MediaAsset.get_or_none(id=aid)
     if asset is None:
-        return _plain(404, f"asset {asset_id} does not exist")
+        return _plain(404, f"asset {asset_id} does not exist", head=head)
     if asset.kind != AssetKind.VIDEO:
-        return _plain(404, "audio assets have no thumbnail")
+        return _plain(404, "audio assets have no thumbnail", head=head)
     duration = asset.duration or 0.0
     at = duration * 0.1 if t is None else t
     at = round(max(0.0, min(at, max(0.0, duration - 0.1))), 1)
@@ -184,10 +235,10 @@ async def thumbnail(request: Request, asset_id: str, t: float | None = None, w: 
         try:
             await asyncio.to_thread(_thumbnail, asset.path, at, width, target, settings)
         except NotFound as exc:
-            return _plain(404, str(exc))
+            return _plain(404, str(exc), head=head)
         except MprError as exc:
-            return _plain(422, f"cannot make a thumbnail: {str(exc).splitlines()[0][:200]}")
-    return File(
+            return _plain(422, f"cannot make a thumbnail: {str(exc).splitlines()[0][:200]}", head=head)
+    return (HeadFile if head else File)(
         target,
         media_type="image/jpeg",
         headers={"Cache-Control": "public, max-age=86400"},

@@ -3,7 +3,9 @@
 aerich diffs the models against the last migration's ``MODELS_STATE`` but
 emits SQL for one dialect. This runs that diff once for SQLite and once for
 PostgreSQL (offline: no database needed) and writes one migration that
-returns the SQL for the connection's dialect, like the initial one.
+returns the SQL for the connection's dialect, like the initial one. A change
+SQLite cannot make but does not need (a column comment, e.g. a new enum value
+listed in a ``CharEnumField``'s comment) is an SQL comment there.
 """
 
 from __future__ import annotations
@@ -88,18 +90,34 @@ async def _diff(dialect: str, location: Path) -> tuple[list[str], list[str], dic
             setattr(Migrate, name, [])
         Migrate._last_version_content = None
         await Migrate.init(config, APP, str(location), offline=True)
+        if dialect == "sqlite":
+            Migrate.ddl.set_comment = _sqlite_comment  # aerich raises NotSupportError instead
         current = get_models_describe(APP)
         last, new = Migrate._exclude_model_name_changes(Migrate._last_version_content, current)
         Migrate.diff_models(last, new, no_input=True)
         Migrate.diff_models(new, last, False, no_input=True)
         Migrate._merge_operators()
-        return list(Migrate.upgrade_operators), list(Migrate.downgrade_operators), current
+        # diff_models pops aerich's own model out of the dicts it is given; the state
+        # written keeps it, like the initial migration's
+        return list(Migrate.upgrade_operators), list(Migrate.downgrade_operators), get_models_describe(APP)
     finally:
         await Tortoise.close_connections()
 
 
+def _sqlite_comment(model: type, field_describe: dict) -> str:
+    """A column comment change on SQLite: nothing to run, so an SQL comment that says so.
+
+    SQLite has no column comments, only the ``/* ... */`` text kept in the
+    ``CREATE TABLE`` statement, which nothing reads. PostgreSQL gets aerich's
+    ``COMMENT ON COLUMN``. The statement is not empty so that ``aerich
+    downgrade`` (which refuses an empty downgrade) still works on SQLite.
+    """
+    column = field_describe.get("db_column") or field_describe.get("name")
+    return f'-- "{model._meta.db_table}"."{column}": column comment changed; SQLite stores none (no-op)'
+
+
 def _sql(statements: list[str]) -> str:
-    return "\n".join(s.rstrip(";") + ";" for s in statements)
+    return "\n".join(s if s.startswith("--") else s.rstrip(";") + ";" for s in statements)
 
 
 async def generate(name: str, location: Path = LOCATION) -> Path | None:

@@ -14,7 +14,11 @@ One worker process (``mpr worker``, or the one ``mpr serve`` embeds) runs
   Every worker runs one, so a crashed worker is cleaned up by any survivor
   (or by itself when it restarts). The job is not re-queued automatically:
   a job that killed its worker (out of memory, a crashing decoder) would
-  kill the next one too; ``mpr retry ID`` runs it again.
+  kill the next one too; ``mpr retry ID`` runs it again. Each pass also
+  kills this machine's ffmpeg process groups whose worker process is gone
+  (``mpr.ffmpeg.kill_orphans``): the kernel's parent-death signal already
+  stops an ffmpeg whose worker was SIGKILLed, but not what runs under a
+  wrapper script configured as ``MPR_FFMPEG``.
 
 Job status changes only through ``mpr.jobs.transition`` (which emits the
 events); the heartbeat writes nothing but ``heartbeat_at``.
@@ -325,7 +329,12 @@ class Reaper:
     def run_once(self) -> list[str]:
         """One reaper pass (from a plain thread); returns the ids of the jobs failed or queued again."""
         from mpr.db import run_sync
+        from mpr.ffmpeg import kill_orphans
 
+        try:
+            kill_orphans()
+        except Exception as exc:  # noqa: BLE001 - /proc unreadable: the jobs are still reaped below
+            log.warning("could not look for orphaned ffmpeg processes: %s", exc)
         changed = run_sync(reap(self.settings), timeout=60)
         if self.queue is not None:
             changed += run_sync(requeue_lost(self.settings, self.queue), timeout=60)

@@ -81,7 +81,7 @@ async def wait_for(job_id, *statuses: JobStatus, timeout: float, progress: float
 
 
 def kill_orphans(marker: str) -> None:
-    """SIGKILL of a worker leaves its ffmpeg (own process group) behind; a dead machine would not."""
+    """A safety net: ffmpeg dies with its SIGKILLed worker (tests/test_orphans.py checks that)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:

@@ -72,6 +72,7 @@ export function Library({ assets, loading, selectedId, onSelect, onScanned, onEr
           <option value="ready">Ready</option>
           <option value="pending">Pending</option>
           <option value="error">Error</option>
+          <option value="missing">Missing</option>
         </select>
       </div>
       {loading && assets.length === 0 ? (
