@@ -241,6 +241,8 @@ def _run(job: TranscodeJob, cancel: threading.Event, watcher: _Watcher) -> None:
                 chunk_seconds=job.chunk_seconds or settings.chunk_seconds,
                 workers=job.chunk_workers or settings.chunk_workers,
                 cancel=cancel,
+                trim_start=job.trim_start,
+                trim_end=job.trim_end,
             )
         else:
             full = _source_duration(job, src)

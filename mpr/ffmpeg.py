@@ -312,6 +312,12 @@ def parse_progress(block: dict[str, str], duration: float | None, started: float
         fps = float(block.get("fps", "0") or 0)
     except ValueError:
         fps = 0.0
+    if fps <= 0:
+        # ffmpeg reports fps=0 during its first second (all of it, for a short chunk): frames / wall time
+        frame = block.get("frame", "")
+        elapsed = time.monotonic() - started
+        if frame.isdigit() and int(frame) > 0 and elapsed > 0:
+            fps = round(int(frame) / elapsed, 2)
     speed_raw = block.get("speed", "").strip().rstrip("x")
     try:
         speed = float(speed_raw)

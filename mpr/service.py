@@ -219,8 +219,6 @@ async def create_job(
     if chunked:
         if asset.kind is not AssetKind.VIDEO or preset.video_codec in (None, "copy"):
             raise ValidationError("chunked jobs need a video source and a preset that encodes video")
-        if start is not None or end is not None:
-            raise ValidationError("chunked jobs cannot be trimmed; trim without chunking")
         seconds = _number(chunk_seconds, "chunk seconds")
         if seconds is not None and not 0.5 <= seconds <= 3600:
             raise ValidationError("chunk seconds must be from 0.5 to 3600")
@@ -238,6 +236,11 @@ async def create_job(
     executor = executor or settings.executor
     if submit:
         get_executor(executor)  # PluginError naming the package to install, before any row exists
+    if chunked and (start is not None or end is not None) and not _chunks_trims(executor):
+        raise ValidationError(
+            f"the {executor} executor cannot run a trimmed chunked job; "
+            "trim without chunking, or use the local executor"
+        )
 
     ext = output_extension(preset, asset.path)
     stem = _output_stem(asset.path, preset.name, output_name)
@@ -269,6 +272,13 @@ async def create_job(
         await _submit(job)
         job = await TranscodeJob.get(id=job.id)
     return job
+
+
+def _chunks_trims(executor: str) -> bool:
+    """True when ``executor`` runs trimmed chunked jobs in chunks (its class sets ``chunked_trim = True``)."""
+    if executor == INLINE_EXECUTOR:
+        return True  # mpr transcode runs the local chunker
+    return bool(getattr(get_executor(executor), "chunked_trim", False))
 
 
 async def _submit(job: TranscodeJob) -> None:

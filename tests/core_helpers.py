@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mpr import hookimpl
+from mpr.errors import NotFound
+from mpr.storage import ObjectInfo, safe_key
 
 
 class CollectSink:
@@ -78,3 +82,50 @@ async def synced() -> None:
     from mpr.presets import sync_presets
 
     await sync_presets()
+
+
+class MemoryStorage:
+    """A non-filesystem backend (like S3): objects live in a dict; local_copy downloads to a temp file.
+
+    Subclass it for a fresh ``objects`` dict; :func:`storage_plugin` registers it under a scheme.
+    """
+
+    objects: ClassVar[dict[str, bytes]] = {}
+
+    def __init__(self, root: str, settings) -> None:
+        self.root = root
+
+    def list(self, prefix: str = ""):
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield ObjectInfo(key=key, size=len(self.objects[key]))
+
+    def stat(self, key: str) -> ObjectInfo:
+        key = safe_key(key)
+        if key not in self.objects:
+            raise NotFound(key)
+        return ObjectInfo(key=key, size=len(self.objects[key]))
+
+    def exists(self, key: str) -> bool:
+        return safe_key(key) in self.objects
+
+    @contextlib.contextmanager
+    def local_copy(self, key: str):
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / Path(safe_key(key)).name
+            path.write_bytes(self.objects[safe_key(key)])
+            yield path
+
+    def local_path(self, key: str):
+        return None
+
+
+def storage_plugin(scheme: str, backend: type) -> Any:
+    """A plugin object registering ``backend`` for ``scheme://`` storage URLs."""
+
+    class StoragePlugin:
+        @hookimpl
+        def register_storage_backends(self, register):
+            register(scheme, backend)
+
+    return StoragePlugin()

@@ -174,6 +174,16 @@ def test_parse_progress() -> None:
     assert (end.percent, end.eta) == (100.0, 0.0)
 
 
+def test_parse_progress_measures_fps_when_ffmpeg_reports_zero() -> None:
+    """ffmpeg prints fps=0.00 for its first second; a short chunk never gets past it."""
+    started = time.monotonic() - 0.5
+    p = ffmpeg.parse_progress({"out_time_us": "1000000", "frame": "25", "fps": "0.00", "speed": "2x"}, 4.0, started)
+    assert 25 < p.fps <= 50  # 25 frames in a bit more than 0.5 s
+    for frame in ("0", "", "N/A"):
+        assert ffmpeg.parse_progress({"frame": frame, "fps": "0.00"}, 4.0, started).fps == 0.0
+    assert ffmpeg.parse_progress({"frame": "25", "fps": "30.5"}, 4.0, started).fps == 30.5  # ffmpeg's own wins
+
+
 def test_ffmpeg_runs_at_a_lower_priority_so_the_api_stays_responsive(tmp_path, monkeypatch):
     """MPR_FFMPEG_NICE (default 10) is applied to the ffmpeg process; 0 leaves it alone."""
     import threading

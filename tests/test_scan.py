@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import tempfile
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from mpr import hookimpl
 from mpr.errors import NotFound, ValidationError
 from mpr.models import AssetKind, AssetStatus, MediaAsset
 from mpr.plugins import register_plugin, unregister_plugin
 from mpr.scan import is_media, register, scan
-from mpr.storage import ObjectInfo, safe_key
+from tests import core_helpers
 from tests.core_helpers import put_media
 
 
@@ -102,43 +98,12 @@ async def test_register_refuses_unknown_extensions_missing_files_and_traversal(s
             await register(key)
 
 
-class MemoryStorage:
-    """A non-filesystem backend (like S3): objects live in a dict; local_copy downloads to a temp file."""
-
+class MemoryStorage(core_helpers.MemoryStorage):
     objects: ClassVar[dict[str, bytes]] = {}
 
-    def __init__(self, root: str, settings) -> None:
-        self.root = root
 
-    def list(self, prefix: str = ""):
-        for key in sorted(self.objects):
-            if key.startswith(prefix):
-                yield ObjectInfo(key=key, size=len(self.objects[key]))
-
-    def stat(self, key: str) -> ObjectInfo:
-        key = safe_key(key)
-        if key not in self.objects:
-            raise NotFound(key)
-        return ObjectInfo(key=key, size=len(self.objects[key]))
-
-    def exists(self, key: str) -> bool:
-        return safe_key(key) in self.objects
-
-    @contextlib.contextmanager
-    def local_copy(self, key: str):
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / Path(safe_key(key)).name
-            path.write_bytes(self.objects[safe_key(key)])
-            yield path
-
-    def local_path(self, key: str):
-        return None
-
-
-class MemoryPlugin:
-    @hookimpl
-    def register_storage_backends(self, register):
-        register("mem", MemoryStorage)
+def MemoryPlugin():  # noqa: N802 - stands for the plugin class it used to be
+    return core_helpers.storage_plugin("mem", MemoryStorage)
 
 
 async def test_scan_walks_through_the_storage_backend(sqlite_db, media, monkeypatch, clips) -> None:

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import tempfile
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from mpr import hookimpl, service
-from mpr.errors import NotFound, ValidationError
+from mpr import service
+from mpr.errors import ValidationError
 from mpr.models import AssetStatus, MediaAsset, TranscodeJob
 from mpr.plugins import register_plugin, unregister_plugin
 from mpr.presets import sync_presets
 from mpr.scan import MISSING_ERROR, register, scan
-from mpr.storage import ObjectInfo, reset_storage, safe_key
-from tests.core_helpers import put_media
+from mpr.storage import reset_storage
+from tests.core_helpers import MemoryStorage, put_media, storage_plugin
 
 
 async def test_scan_marks_a_gone_file_missing_and_restores_it_when_it_is_back(db, media, clips) -> None:
@@ -157,43 +154,14 @@ async def test_graphql_scan_reports_missing(db, media, clips, app) -> None:
     assert assets["assets"] == [{"path": "a.mp4", "status": "missing", "error": MISSING_ERROR}]
 
 
-class BucketStorage:
-    """A remote-like backend (no local paths): objects in a dict, downloads for probing."""
+class BucketStorage(MemoryStorage):
+    """A remote-like backend (no local paths) under the ``bucket://`` scheme."""
 
     objects: ClassVar[dict[str, bytes]] = {}
 
-    def __init__(self, root: str, settings) -> None:
-        self.root = root
 
-    def list(self, prefix: str = ""):
-        for key in sorted(self.objects):
-            if key.startswith(prefix):
-                yield ObjectInfo(key=key, size=len(self.objects[key]))
-
-    def stat(self, key: str) -> ObjectInfo:
-        key = safe_key(key)
-        if key not in self.objects:
-            raise NotFound(key)
-        return ObjectInfo(key=key, size=len(self.objects[key]))
-
-    def exists(self, key: str) -> bool:
-        return safe_key(key) in self.objects
-
-    @contextlib.contextmanager
-    def local_copy(self, key: str):
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / Path(safe_key(key)).name
-            path.write_bytes(self.objects[safe_key(key)])
-            yield path
-
-    def local_path(self, key: str):
-        return None
-
-
-class BucketPlugin:
-    @hookimpl
-    def register_storage_backends(self, register):
-        register("bucket", BucketStorage)
+def BucketPlugin():  # noqa: N802 - reads like the plugin class it makes
+    return storage_plugin("bucket", BucketStorage)
 
 
 async def test_missing_files_of_a_remote_storage_listing(db, media, clips, monkeypatch) -> None:

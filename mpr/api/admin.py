@@ -36,7 +36,7 @@ from typing import Annotated, Any, TypeVar
 
 from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.params import Body, FromPath
 from litestar.response import Redirect, Response, Template
 from litestar.stores.base import Store
 from tortoise.expressions import Q
@@ -469,7 +469,7 @@ class AdminController(Controller):
         return _page(request, "assets.html", rows=rows, total=total, q=q, statuses=AssetStatus, kinds=AssetKind)
 
     @get("/assets/{asset_id:str}")
-    async def asset(self, request: Request, asset_id: str) -> Response[Any]:
+    async def asset(self, request: Request, asset_id: FromPath[str]) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         aid = _uuid(asset_id)
@@ -480,7 +480,7 @@ class AdminController(Controller):
         return _page(request, "asset.html", asset=row, jobs=jobs)
 
     @post("/assets/{asset_id:str}")
-    async def asset_save(self, request: Request, asset_id: str, data: FormData) -> Response[Any]:
+    async def asset_save(self, request: Request, asset_id: FromPath[str], data: FormData) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         return await _act(
@@ -522,7 +522,7 @@ class AdminController(Controller):
         return _back(f"/admin/presets/{preset.id}", msg="Preset created.")
 
     @get("/presets/{preset_id:str}")
-    async def preset(self, request: Request, preset_id: str) -> Response[Any]:
+    async def preset(self, request: Request, preset_id: FromPath[str]) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         pid = _uuid(preset_id)
@@ -533,7 +533,7 @@ class AdminController(Controller):
         return _page(request, "preset.html", preset=row, values=values, fields=PRESET_FIELDS)
 
     @post("/presets/{preset_id:str}")
-    async def preset_save(self, request: Request, preset_id: str, data: FormData) -> Response[Any]:
+    async def preset_save(self, request: Request, preset_id: FromPath[str], data: FormData) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         pid = _uuid(preset_id)
@@ -547,7 +547,7 @@ class AdminController(Controller):
         return _back(f"/admin/presets/{preset_id}", msg="Preset saved.")
 
     @post("/presets/{preset_id:str}/delete")
-    async def preset_delete(self, request: Request, preset_id: str) -> Response[Any]:
+    async def preset_delete(self, request: Request, preset_id: FromPath[str]) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         return await _act(
@@ -579,7 +579,7 @@ class AdminController(Controller):
         return _page(request, "jobs.html", rows=rows, total=total, q=q, statuses=JobStatus, executors=executors)
 
     @get("/jobs/{job_id:str}")
-    async def job(self, request: Request, job_id: str) -> Response[Any]:
+    async def job(self, request: Request, job_id: FromPath[str]) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         jid = _uuid(job_id)
@@ -591,13 +591,13 @@ class AdminController(Controller):
         return _page(request, "job.html", job=row, chunks=chunks, metrics=metrics)
 
     @post("/jobs/{job_id:str}/cancel")
-    async def job_cancel(self, request: Request, job_id: str) -> Response[Any]:
+    async def job_cancel(self, request: Request, job_id: FromPath[str]) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         return await _act(_service().cancel_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job cancelled.")
 
     @post("/jobs/{job_id:str}/retry")
-    async def job_retry(self, request: Request, job_id: str) -> Response[Any]:
+    async def job_retry(self, request: Request, job_id: FromPath[str]) -> Response[Any]:
         if (gate := await _gate(request)) is not None:
             return gate
         return await _act(_service().retry_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job queued again.")

@@ -115,7 +115,7 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
             await db.init_db(settings)
         previous = db._portal
         db.set_portal(db.Portal(asyncio.get_running_loop()))
-        app.state.replay_store = ReplayStore(settings.redis_url, MAX_AGE)
+        app.state.replay_store = ReplayStore.for_settings(settings, MAX_AGE)  # shared: Redis or the var dir
         handles: dict[str, Any] = {}
         try:
             try:

@@ -18,26 +18,51 @@ stores nothing.
 A PENDING job's first callback is accepted (a remote executor may never have
 reported PROCESSING): the job goes PENDING → PROCESSING → COMPLETED through
 :func:`mpr.jobs.transition`, like every other status change.
+
+``POST /api/jobs/{id}/chunks``: live chunk progress from remote executors
+(the Lambda Plan and EncodeChunk steps), signed and checked exactly like the
+completion callback (same secret, age limit and replay store). Body (JSON),
+``run`` being the job attempt the execution belongs to (optional)::
+
+    {"type": "plan", "run": 0, "chunks": [{"index": 0, "start": 0.0, "end": 2.0}, ...]}
+    {"type": "started" | "done" | "failed", "run": 0, "index": 1, "worker": "<request id>",
+     "attempt": 1, "seconds": 1.8, "output_key": "...", "error": "..."}
+
+A plan creates the job's JobChunk rows (QUEUED, a ``chunk_queued`` event
+each); started/done/failed update the row (status, worker, attempts,
+timings, error) and emit ``chunk_started``/``chunk_done``/``chunk_failed``, as
+the local pipeline does; every done chunk sets the job's progress to 95 % x
+the fraction of chunks done (the concat is the rest). Answers as above, plus:
+400 for a chunk index that is not in the plan (or no plan yet); 200 with
+``"changed": false`` for a duplicate, a report older than the row (a late
+``started`` after ``done``), a report for a job in a final state, or one from
+an earlier run of a retried job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from litestar import Request, post
 from litestar.response import Response
+from tortoise.exceptions import IntegrityError
 
 from mpr import callbacks, events, jobs
 from mpr.api.deps import app_settings
 from mpr.errors import AuthError, InvalidTransition, MprError, NotFound, ValidationError
-from mpr.models import FINAL_STATUSES, JobStatus, TranscodeJob
+from mpr.models import FINAL_STATUSES, ChunkStatus, JobChunk, JobStatus, TranscodeJob
 from mpr.settings import Settings
 from mpr.storage import media_out, safe_key
 
@@ -45,14 +70,45 @@ log = logging.getLogger("mpr.api.callback")
 
 
 class ReplayStore:
-    """Remembers callback signatures for :data:`mpr.callbacks.MAX_AGE` seconds (Redis when configured)."""
+    """Remembers callback signatures for :data:`mpr.callbacks.MAX_AGE` (+60) seconds; the first use wins.
 
-    def __init__(self, redis_url: str | None = None, ttl: int = callbacks.MAX_AGE) -> None:
+    Shared by every API process, as the admin sessions are (``mpr.api.admin.session_store``):
+
+    - Redis (``MPR_REDIS_URL``): ``SET NX EX``;
+    - else files under ``path`` (``MPR_VAR_DIR/callback-replay``, see :meth:`for_settings`):
+      one empty file per signature digest, created with ``O_CREAT | O_EXCL``, so
+      of two processes (or threads) recording the same signature exactly one
+      creates it. Its mtime + TTL is the expiry. Litestar's ``FileStore`` has no
+      set-if-absent (it writes a temporary file and renames it over the old one),
+      hence the files of its own. Expired files are replaced, and swept, under
+      an ``flock`` of ``.lock``, so an expired record is never taken over twice;
+    - else (no path) this process's memory (tests, tools).
+    """
+
+    SWEEP_SECONDS = 60.0
+
+    def __init__(
+        self, redis_url: str | None = None, ttl: int = callbacks.MAX_AGE, path: str | os.PathLike[str] | None = None
+    ) -> None:
         self.redis_url = redis_url
         self.ttl = ttl
+        self.path = Path(path) if path is not None and not redis_url else None
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._redis: Any = None
+        self._swept = 0.0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, ttl: int = callbacks.MAX_AGE) -> ReplayStore:
+        """Redis when MPR_REDIS_URL is set, else files in the var dir (shared by the API processes using it)."""
+        if settings.redis_url:
+            return cls(settings.redis_url, ttl)
+        return cls(None, ttl, settings.var_path / "callback-replay")
+
+    @property
+    def lifetime(self) -> float:
+        # +60 s covers clock skew between the sender's timestamp and our own clock
+        return self.ttl + 60
 
     async def first_use(self, signature: str) -> bool:
         """Record ``signature``; True if it was not seen within the TTL (i.e. not a replay)."""
@@ -62,8 +118,16 @@ class ReplayStore:
                 import redis.asyncio as aioredis
 
                 self._redis = aioredis.from_url(self.redis_url)
-            # +60 s covers clock skew between the sender's timestamp and our own clock
-            return bool(await self._redis.set(f"mpr:callback:seen:{digest}", "1", nx=True, ex=self.ttl + 60))
+            return bool(await self._redis.set(f"mpr:callback:seen:{digest}", "1", nx=True, ex=int(self.lifetime)))
+        if self.path is not None:
+            try:
+                return await asyncio.to_thread(self._first_use_file, digest)
+            except OSError as exc:
+                # refuse rather than risk accepting a replay; 503, so the sender tries again later
+                from litestar.exceptions import ServiceUnavailableException
+
+                log.error("callback replay store %s is not usable: %s", self.path, exc)
+                raise ServiceUnavailableException("callback replay store unavailable") from exc
         now = time.monotonic()
         with self._lock:
             if len(self._seen) > 10_000:
@@ -71,8 +135,56 @@ class ReplayStore:
             expiry = self._seen.get(digest)
             if expiry is not None and expiry > now:
                 return False
-            self._seen[digest] = now + self.ttl + 60
+            self._seen[digest] = now + self.lifetime
             return True
+
+    def _create(self, target: Path) -> bool:
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        return True
+
+    def _expired(self, target: Path, now: float) -> bool:
+        try:
+            return target.stat().st_mtime + self.lifetime <= now
+        except FileNotFoundError:
+            return True
+
+    def _first_use_file(self, digest: str) -> bool:
+        """The file store's first_use (in a worker thread). Raises OSError when the directory is unusable."""
+        assert self.path is not None
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = self.path / digest
+        now = time.time()
+        if now - self._swept > self.SWEEP_SECONDS:
+            self._sweep(now)
+        if self._create(target):
+            return True
+        if not self._expired(target, now):
+            return False
+        # an old record of the same signature: replace it, one process at a time
+        with open(self.path / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self._expired(target, now):
+                return False  # another process took it over first
+            target.unlink(missing_ok=True)
+            return self._create(target)
+
+    def _sweep(self, now: float) -> None:
+        """Delete expired records (under the lock, so a takeover never loses a fresh one)."""
+        assert self.path is not None
+        self._swept = now
+        with open(self.path / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for entry in os.scandir(self.path):
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.stat().st_mtime + self.lifetime <= now:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -151,9 +263,10 @@ async def _apply(job: TranscodeJob, data: dict[str, Any], settings: Settings) ->
     return await jobs.transition(job.id, JobStatus.COMPLETED, **fields)
 
 
-@post("/api/jobs/{job_id:str}/callback", request_max_body_size=callbacks.MAX_BODY, include_in_schema=False)
-async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]]:
-    """Receive a signed completion callback for ``job_id`` (see the module docstring)."""
+async def _receive(
+    request: Request, job_id: str, parse: Callable[[bytes], dict[str, Any]]
+) -> tuple[TranscodeJob, dict[str, Any]] | Response[dict[str, Any]]:
+    """Size, signature, job id, body, job, replay: the job and the parsed body, or the error answer."""
     settings = app_settings(request)
     body = await request.body()
     if len(body) > callbacks.MAX_BODY:
@@ -167,7 +280,7 @@ async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]
     except ValidationError:
         return _error(404, f"job {job_id} does not exist")
     try:
-        data = _parse(body)
+        data = parse(body)
     except ValidationError as exc:
         return _error(400, str(exc))
     if data.get("job_id") is not None and str(data["job_id"]) != str(jid):
@@ -180,6 +293,18 @@ async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]
     store: ReplayStore = request.app.state.replay_store
     if not await store.first_use(request.headers.get(callbacks.SIGNATURE_HEADER, "")):
         return _error(401, "callback signature was already used (replay)")
+    return job, data
+
+
+@post("/api/jobs/{job_id:str}/callback", request_max_body_size=callbacks.MAX_BODY, include_in_schema=False)
+async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]]:
+    """Receive a signed completion callback for ``job_id`` (see the module docstring)."""
+    settings = app_settings(request)
+    received = await _receive(request, job_id, _parse)
+    if isinstance(received, Response):
+        return received
+    job, data = received
+    jid = job.id
 
     if data.get("metrics"):
         log.info("job %s callback metrics: %s", jid, data["metrics"])
@@ -202,4 +327,201 @@ async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]
     return Response({"ok": True, "changed": changed, "status": job.status.value}, status_code=200)
 
 
-routes = [job_callback]
+# -- chunk progress reports ----------------------------------------------------------------------
+
+REPORT_TYPES = ("plan", "started", "done", "failed")
+MAX_PLAN_CHUNKS = 1000  # within MAX_BODY; MPR_LAMBDA_MAX_CHUNKS is 400 by default
+# the concat after the last chunk is the job's remaining few percent (as the local pipeline and GCP count)
+CHUNKS_SHARE = 95.0
+
+
+def _int(data: dict[str, Any], name: str, default: int | None = None, minimum: int = 0) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(f"chunk report {name} must be an integer >= {minimum}")
+    return value
+
+
+def _number(data: dict[str, Any], name: str) -> float | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise ValidationError(f"chunk report {name} must be a non-negative number")
+    return float(value)
+
+
+def _parse_report(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"null")
+    except (ValueError, RecursionError):
+        raise ValidationError("chunk report body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ValidationError("chunk report body must be a JSON object")
+    if data.get("type") not in REPORT_TYPES:
+        raise ValidationError(f"chunk report type must be one of {', '.join(REPORT_TYPES)}")
+    if data.get("run") is not None:
+        _int(data, "run")
+    if data["type"] == "plan":
+        chunks = data.get("chunks")
+        if not isinstance(chunks, list) or not 0 < len(chunks) <= MAX_PLAN_CHUNKS:
+            raise ValidationError(f"chunk report chunks must be a list of 1 to {MAX_PLAN_CHUNKS} chunks")
+        for position, chunk in enumerate(chunks):
+            if not isinstance(chunk, dict) or _int(chunk, "index", -1) != position:
+                raise ValidationError(f"chunk report chunks[{position}] must be an object with index {position}")
+            start, end = _number(chunk, "start"), _number(chunk, "end")
+            if start is None or end is None or end <= start:
+                raise ValidationError(f"chunk report chunks[{position}] needs start < end (seconds)")
+        return data
+    _int(data, "index")
+    _int(data, "attempt", 1, minimum=1)
+    for name in ("worker", "error", "output_key"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise ValidationError(f"chunk report {name} must be a string")
+    _number(data, "seconds")
+    return data
+
+
+async def _plan(job: TranscodeJob, chunks: list[dict[str, Any]]) -> bool:
+    """Create the job's QUEUED rows (CHUNK_QUEUED each); False when that changes nothing.
+
+    The same plan again keeps the DONE rows and requeues the others: a retried
+    job's execution reuses the chunk objects already encoded (a retried Plan
+    step, before any chunk ran, finds every row QUEUED and changes nothing).
+    A different plan replaces the rows.
+    """
+    rows = await JobChunk.filter(job_id=job.id).order_by("index")
+    queued, done = chunks, 0
+    if [(r.index, r.start, r.end) for r in rows] == [(c["index"], float(c["start"]), float(c["end"])) for c in chunks]:
+        requeue = [r.index for r in rows if r.status not in (ChunkStatus.QUEUED, ChunkStatus.DONE)]
+        if not requeue:
+            return False
+        await JobChunk.filter(job_id=job.id, index__in=requeue).update(
+            status=ChunkStatus.QUEUED, worker=None, error=None, started_at=None, finished_at=None
+        )
+        queued = [c for c in chunks if c["index"] in requeue]
+        done = sum(1 for r in rows if r.status == ChunkStatus.DONE)
+    else:
+        await JobChunk.filter(job_id=job.id).delete()
+        try:
+            await JobChunk.bulk_create(
+                [
+                    JobChunk(job_id=job.id, index=c["index"], start=float(c["start"]), end=float(c["end"]))
+                    for c in chunks
+                ]
+            )
+        except IntegrityError:
+            return False  # a concurrent delivery of the same plan created them first
+    if job.status is JobStatus.PENDING:
+        try:
+            await jobs.transition(job.id, JobStatus.PROCESSING, message="reported by the executor's plan")
+        except InvalidTransition:
+            pass
+    if done:
+        await jobs.update_progress(job.id, CHUNKS_SHARE * done / len(chunks))
+    for c in queued:
+        await events.emit(
+            events.JobEvent(
+                job_id=str(job.id),
+                type=events.CHUNK_QUEUED,
+                status=JobStatus.PROCESSING.value,
+                chunk_index=c["index"],
+                message=f"{float(c['start']):.3f}-{float(c['end']):.3f}s",
+            )
+        )
+    return True
+
+
+def _stale(row: JobChunk, kind: str, worker: str, attempt: int) -> bool:
+    """True when the report adds nothing: a duplicate, or older than what the row already says."""
+    if row.status == ChunkStatus.DONE:
+        return True  # a done chunk stays done (late started/failed of an earlier attempt, duplicate done)
+    if kind == "done":
+        return False
+    if attempt < row.attempts:
+        return True
+    target = ChunkStatus.RUNNING if kind == "started" else ChunkStatus.FAILED
+    return row.status == target and (row.worker or "") == worker and attempt == row.attempts
+
+
+async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
+    """Apply a started/done/failed report to its row and emit the chunk event; False when it changes nothing."""
+    kind, index = data["type"], data["index"]
+    worker = (data.get("worker") or "")[:64]
+    attempt = int(data.get("attempt", 1))
+    seconds = _number(data, "seconds")
+    for _ in range(5):  # optimistic: the update only lands on the row state the decision was made on
+        row = await JobChunk.get_or_none(job_id=job.id, index=index)
+        if row is None:
+            count = await JobChunk.filter(job_id=job.id).count()
+            raise ValidationError(f"chunk {index} is not in the job's plan ({count} chunks)")
+        if _stale(row, kind, worker, attempt):
+            return False
+        now = jobs.now()
+        fields: dict[str, Any] = {"worker": worker or row.worker, "attempts": max(row.attempts, attempt)}
+        if kind == "started":
+            fields.update(status=ChunkStatus.RUNNING, started_at=now, finished_at=None, error=None)
+        elif kind == "done":
+            started = row.started_at or (now - dt.timedelta(seconds=seconds) if seconds is not None else now)
+            fields.update(
+                status=ChunkStatus.DONE,
+                started_at=started,
+                finished_at=now,
+                error=None,
+                output_key=data.get("output_key"),
+            )
+        else:
+            error = (data.get("error") or "chunk failed")[:4000]
+            fields.update(status=ChunkStatus.FAILED, finished_at=now, error=error)
+        updated = await JobChunk.filter(id=row.id, status=row.status, attempts=row.attempts, worker=row.worker).update(
+            **fields
+        )
+        if updated:
+            break
+    else:
+        return False  # five concurrent changes in a row: the others' state stands
+    event = {"started": events.CHUNK_STARTED, "done": events.CHUNK_DONE, "failed": events.CHUNK_FAILED}[kind]
+    if kind == "started":
+        message = f"attempt {attempt}"
+    elif kind == "done":
+        message = f"encoded in {seconds:.2f} s" if seconds is not None else ""
+    else:
+        message = f"attempt {attempt}: {fields['error']}"[:1000]
+    await events.emit(
+        events.JobEvent(
+            job_id=str(job.id),
+            type=event,
+            status=JobStatus.PROCESSING.value,
+            chunk_index=index,
+            worker=worker,
+            progress=100.0 if kind == "done" else 0.0,
+            message=message,
+        )
+    )
+    if kind == "done":
+        total = await JobChunk.filter(job_id=job.id).count()
+        done = await JobChunk.filter(job_id=job.id, status=ChunkStatus.DONE).count()
+        await jobs.update_progress(job.id, CHUNKS_SHARE * done / total)
+    return True
+
+
+@post("/api/jobs/{job_id:str}/chunks", request_max_body_size=callbacks.MAX_BODY, include_in_schema=False)
+async def job_chunks(request: Request, job_id: str) -> Response[dict[str, Any]]:
+    """Receive a signed chunk progress report for ``job_id`` (see the module docstring)."""
+    received = await _receive(request, job_id, _parse_report)
+    if isinstance(received, Response):
+        return received
+    job, data = received
+    if job.status in FINAL_STATUSES or (data.get("run") is not None and data["run"] != job.attempts):
+        # too late (the job ended) or from an earlier run of a retried job: the rows stand as they are
+        log.info("job %s chunk report (%s) ignored: job is %s", job.id, data["type"], job.status.value)
+        return Response({"ok": True, "changed": False, "status": job.status.value}, status_code=200)
+    try:
+        changed = await (_plan(job, data["chunks"]) if data["type"] == "plan" else _chunk(job, data))
+    except ValidationError as exc:
+        return _error(400, str(exc))
+    job = await TranscodeJob.get(id=job.id)
+    return Response({"ok": True, "changed": changed, "status": job.status.value}, status_code=200)
+
+
+routes = [job_callback, job_chunks]

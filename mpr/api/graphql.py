@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hmac
 import logging
 import re
@@ -1040,9 +1041,10 @@ def make_schema(execution_context_class: type | None = FastExecutionContext) -> 
         subscription=Subscription,
         execution_context_class=execution_context_class,
         extensions=[
-            MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            QueryDepthLimiter(max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
+            # factories, not instances: Strawberry builds fresh extensions for every request
+            functools.partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
+            functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
+            functools.partial(QueryDepthLimiter, max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
             RejectNulCharacters,
             MaskInternalErrors,
         ],

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import HttpMethod, Request, route
+from litestar.params import FromPath, FromQuery
 from litestar.response import File, Redirect, Response, Stream
 
 from mpr.api.deps import app_settings
@@ -156,13 +157,13 @@ GET_HEAD = [HttpMethod.GET, HttpMethod.HEAD]
 
 
 @route("/media/in/{key:path}", http_method=GET_HEAD, include_in_schema=False)
-async def media_in_route(request: Request, key: str) -> Response[Any]:
+async def media_in_route(request: Request, key: FromPath[str]) -> Response[Any]:
     """A source file under MEDIA_IN."""
     return await serve_media(request, media_in(app_settings(request)), key)
 
 
 @route("/media/out/{key:path}", http_method=GET_HEAD, include_in_schema=False)
-async def media_out_route(request: Request, key: str) -> Response[Any]:
+async def media_out_route(request: Request, key: FromPath[str]) -> Response[Any]:
     """An output file under MEDIA_OUT."""
     return await serve_media(request, media_out(app_settings(request)), key)
 
@@ -208,7 +209,9 @@ def _thumbnail(asset_path: str, at: float, width: int, target: Path, settings: S
 
 
 @route("/api/assets/{asset_id:str}/thumbnail", http_method=GET_HEAD, include_in_schema=False)
-async def thumbnail(request: Request, asset_id: str, t: float | None = None, w: int = 320) -> Response[Any]:
+async def thumbnail(
+    request: Request, asset_id: FromPath[str], t: FromQuery[float | None] = None, w: FromQuery[int] = 320
+) -> Response[Any]:
     """A JPEG frame of a video asset at ``t`` seconds, ``w`` pixels wide (cached under var/thumbs).
 
     HEAD makes (and caches) the frame too, to answer with its real Content-Length.

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import av
+
 from mpr import ffmpeg
 from mpr.chunker.encode import ProgressCallback, _partial
 from mpr.errors import FFmpegError
@@ -58,6 +60,33 @@ def concat_command(
         argv += ["-f", ffmpeg.CONTAINERS[preset.container][0]]
     argv += ["-y", "file:" + os.path.abspath(output)]
     return argv
+
+
+def _file_start(path: Path) -> float:
+    try:
+        with av.open(str(path)) as container:
+            return (container.start_time or 0) / 1_000_000
+    except (av.FFmpegError, OSError) as exc:
+        raise FFmpegError(f"cannot read the encoded chunk {path.name}: {exc}") from exc
+
+
+def placement(chunk_paths: Sequence[str | Path]) -> tuple[list[float], float]:
+    """``(durations, video_start)`` for :func:`concat` of the chunks of a *trimmed* job.
+
+    Those chunk files already start at their place in the trimmed output
+    (see :func:`mpr.chunker.encode.chunk_command`) and the concat demuxer
+    measures each from its own start, so the lengths are the gaps between the
+    files' starts (the first counted from 0; :func:`concat` takes
+    ``video_start``, the first file's start, off it).
+    """
+    starts = [_file_start(Path(p)) for p in chunk_paths]
+    if not starts:
+        raise FFmpegError("nothing to concatenate: no chunks")
+    durations = [starts[1] if len(starts) > 1 else 0.0]
+    durations += [b - a for a, b in zip(starts[1:], starts[2:], strict=False)]
+    if any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+        raise FFmpegError(f"the encoded chunks do not follow each other (their starts: {starts})")
+    return durations, starts[0]
 
 
 def concat(

@@ -11,10 +11,14 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
+import av
+
 from mpr import ffmpeg
-from mpr.chunker.plan import Chunk
+from mpr.chunker.plan import Chunk, is_cover_art, seconds_to_us
+from mpr.errors import FFmpegError
 from mpr.presets import Preset
 
 ProgressCallback = Callable[[ffmpeg.Progress], None]
@@ -48,8 +52,44 @@ def _partial(out_path: Path) -> Path:
     return out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}")
 
 
+def _near(value: Fraction) -> int:
+    # av_rescale_q's rounding: to nearest, halves away from zero
+    return int(value + Fraction(1, 2)) if value >= 0 else -int(-value + Fraction(1, 2))
+
+
+def shift_ticks(source: str | Path, seek: float, origin: float) -> int:
+    """How far (in the video stream's time base) ffmpeg's timestamps after ``-ss seek`` lie
+    before those after ``-ss origin``: what ``setpts`` adds to put a chunk on the trim's timeline.
+
+    Computed the way ffmpeg offsets the packets (``-(ss + file start)`` rescaled to
+    the stream's time base), so the sum is exactly a trimmed single pass's timestamp.
+    """
+    with av.open(str(source)) as container:
+        streams = [s for s in container.streams.video if not is_cover_art(s)]
+        if not streams or streams[0].time_base is None:
+            raise FFmpegError(f"{Path(source).name}: no video stream with a time base")
+        tb = Fraction(streams[0].time_base)
+        file_start = container.start_time or 0
+    ticks = Fraction(1, 1_000_000) / tb
+    return _near((seconds_to_us(seek) + file_start) * ticks) - _near((seconds_to_us(origin) + file_start) * ticks)
+
+
+def _prepend_filter(argv: list[str], out_path: Path, video_filter: str) -> list[str]:
+    if "-vf" in argv:
+        i = argv.index("-vf") + 1
+        return [*argv[:i], f"{video_filter},{argv[i]}", *argv[i + 1 :]]
+    return _insert_before_output(argv, out_path, ["-vf", video_filter])
+
+
 def chunk_command(
-    source: str | Path, chunk: Chunk, preset: Preset, out_path: str | Path, *, threads: int | None = None
+    source: str | Path,
+    chunk: Chunk,
+    preset: Preset,
+    out_path: str | Path,
+    *,
+    threads: int | None = None,
+    trim_start: float | None = None,
+    trim_end: float | None = None,
 ) -> list[str]:
     """The ffmpeg argv that encodes exactly the frames of ``chunk`` (video only) into ``out_path``.
 
@@ -58,10 +98,34 @@ def chunk_command(
     the chunk's frame count, timestamps passed through unchanged so a
     variable-frame-rate source keeps every frame where it was. ``threads``
     caps the decoder's, filters' and encoder's threads (None = ffmpeg's default).
+
+    With a trim (``trim_start``/``trim_end``, the job's, from a plan made with
+    them) every chunk's frames are put on the trimmed single pass's timeline
+    (``setpts`` by :func:`shift_ticks`), so the encoder rounds their times to
+    its time base exactly as that pass does, and the chunk ending at
+    ``trim_end`` stops with the same ``-t`` as that pass: the same frames, at
+    the same times. Such chunk files start at their place in the trimmed
+    output, not at 0 (the concat step reads where each one starts).
     """
     out_path = Path(out_path)
+    trimmed = trim_start is not None or trim_end is not None
     argv = ffmpeg.build_command(source, out_path, part_preset(preset), start=chunk.start or None, audio=False)
     extra: list[str] = []
+    if trimmed:
+        origin = trim_start or 0.0
+        shift = shift_ticks(source, chunk.start, origin) if chunk.start > origin else 0
+        if shift:
+            argv = _prepend_filter(argv, out_path, f"setpts=PTS+{shift}")
+        if trim_end is not None and abs(chunk.end - trim_end) < 1e-6:
+            # the same stop as the single pass: ffmpeg compares its rounded times with this
+            extra += ["-t", f"{trim_end - origin:.6f}"]
+        elif preset.fps or not chunk.frames:
+            extra += ["-t", f"{chunk.end - origin:.6f}"]
+        else:
+            extra += ["-frames:v", str(chunk.frames)]
+        if not preset.fps:
+            extra += ["-fps_mode", "passthrough"]
+        return limit_threads(_insert_before_output(argv, out_path, extra), out_path, threads)
     if preset.fps:
         # The fps filter makes its own frames; stop by time instead of by source frame count.
         extra += ["-t", f"{chunk.duration:.6f}"]
@@ -83,16 +147,20 @@ def encode_chunk(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     threads: int | None = None,
+    trim_start: float | None = None,
+    trim_end: float | None = None,
 ) -> Path:
     """Encode ``chunk`` of local file ``source`` with ``preset`` (video only) into ``out_path``.
 
-    The file appears at ``out_path`` only when complete. Raises FFmpegError
-    (``ffmpeg.Cancelled`` when ``cancel`` was set).
+    ``trim_start``/``trim_end`` are the job's trim (the plan must have been
+    made with them; see :func:`chunk_command`). The file appears at
+    ``out_path`` only when complete. Raises FFmpegError (``ffmpeg.Cancelled``
+    when ``cancel`` was set).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out_path)
-    argv = chunk_command(source, chunk, preset, tmp, threads=threads)
+    argv = chunk_command(source, chunk, preset, tmp, threads=threads, trim_start=trim_start, trim_end=trim_end)
     try:
         ffmpeg.run(argv, duration=chunk.duration, on_progress=on_progress, cancel=cancel)
         os.replace(tmp, out_path)
@@ -109,12 +177,17 @@ def encode_audio(
     duration: float | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> Path:
-    """Encode the whole audio track of ``source`` once, as one stream, into ``out_path`` (no video)."""
+    """Encode the whole audio track of ``source`` once, as one stream, into ``out_path`` (no video).
+
+    ``start``/``end`` trim it exactly as a trimmed single pass does.
+    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out_path)
-    argv = ffmpeg.build_command(source, tmp, part_preset(preset), video=False)
+    argv = ffmpeg.build_command(source, tmp, part_preset(preset), start=start, end=end, video=False)
     try:
         ffmpeg.run(argv, duration=duration, on_progress=on_progress, cancel=cancel)
         os.replace(tmp, out_path)

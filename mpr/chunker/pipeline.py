@@ -31,7 +31,7 @@ from pathlib import Path
 import av
 
 from mpr import events, ffmpeg, jobs
-from mpr.chunker.concat import concat
+from mpr.chunker.concat import concat, placement
 from mpr.chunker.encode import encode_audio, encode_chunk
 from mpr.chunker.plan import Chunk, index_video, is_cover_art, plan_from_index
 from mpr.db import run_sync
@@ -85,6 +85,8 @@ class _ChunkState:
     chunk: Chunk
     status: ChunkStatus = ChunkStatus.QUEUED
     done: float = 0.0  # seconds of this chunk encoded so far
+    fps: float = 0.0  # frames per second and speed (x realtime) of its ffmpeg, from the last -progress report
+    speed: float = 0.0
     worker: str = ""
     attempts: int = 0
     error: str = ""
@@ -123,6 +125,8 @@ class Pipeline:
         cancel: threading.Event | None = None,
         max_attempts: int | None = None,
         work_dir: Path | None = None,
+        trim_start: float | None = None,
+        trim_end: float | None = None,
     ) -> None:
         settings = get_settings()
         self.job_id = str(job_id)
@@ -135,6 +139,8 @@ class Pipeline:
         if max_attempts is not None:
             self.max_attempts = max(1, max_attempts)
         self.work_dir = Path(work_dir) if work_dir else work_dir_for(self.job_id)
+        self.trim_start = trim_start or None  # the job's trim (seconds of the source); chunks cover only it
+        self.trim_end = trim_end
         self.ext = ffmpeg.output_extension(preset, source)
         self.states: list[_ChunkState] = []
         self.audio_path: Path | None = None
@@ -248,7 +254,10 @@ class Pipeline:
             idx = index_video(self.source)
             if idx is None:
                 raise MprError(f"{self.source.name} has no video stream to chunk")
-            plan = plan_from_index(idx, self.chunk_seconds)
+            try:
+                plan = plan_from_index(idx, self.chunk_seconds, start=self.trim_start, end=self.trim_end)
+            except ValueError as exc:
+                raise MprError(str(exc)) from None
             self.video_start = max(0.0, idx.frame_us[0] / 1_000_000) if plan and plan[0].start == 0 else 0.0
             self.work_dir.mkdir(parents=True, exist_ok=True)
             states = self._sync_rows(plan)
@@ -322,7 +331,14 @@ class Pipeline:
             if self.cancel.is_set():
                 return
             try:
-                encode_audio(self.source, self.preset, self.audio_path, cancel=self.cancel)
+                encode_audio(
+                    self.source,
+                    self.preset,
+                    self.audio_path,
+                    cancel=self.cancel,
+                    start=self.trim_start,
+                    end=self.trim_end,
+                )
                 self.audio_done.set()
                 return
             except ffmpeg.Cancelled:
@@ -339,7 +355,15 @@ class Pipeline:
     def encode(self, chunk: Chunk, out_path: Path, on_progress: Callable[[ffmpeg.Progress], None]) -> None:
         """Encode one chunk (a method so tests can inject a failure on a real ffmpeg run)."""
         encode_chunk(
-            self.source, chunk, self.preset, out_path, on_progress=on_progress, cancel=self.cancel, threads=self.threads
+            self.source,
+            chunk,
+            self.preset,
+            out_path,
+            on_progress=on_progress,
+            cancel=self.cancel,
+            threads=self.threads,
+            trim_start=self.trim_start,
+            trim_end=self.trim_end,
         )
 
     def _run_chunk(self, state: _ChunkState, worker: str) -> None:
@@ -367,6 +391,7 @@ class Pipeline:
             def on_progress(p: ffmpeg.Progress, state: _ChunkState = state) -> None:
                 with self._lock:
                     state.done = min(chunk.duration, p.out_time)
+                    state.fps, state.speed = p.fps or 0.0, p.speed or 0.0
 
             try:
                 self.encode(chunk, out, on_progress)
@@ -404,11 +429,17 @@ class Pipeline:
                 continue
             with self._lock:
                 state.status, state.done = ChunkStatus.DONE, chunk.duration
+                state.fps = state.speed = 0.0
             self._update_row(
                 chunk.index, status=ChunkStatus.DONE, finished_at=jobs.now(), output_key=out.name, error=None
             )
             self._emit(events.CHUNK_DONE, chunk_index=chunk.index, worker=worker, progress=100.0)
             return
+
+    def fps(self) -> float:
+        """Frames per second of all running chunk encoders together (their last ``-progress`` reports)."""
+        with self._lock:
+            return sum(s.fps for s in self.states if s.status == ChunkStatus.RUNNING)
 
     def progress(self) -> tuple[float, float, float | None]:
         """Overall (percent, speed × realtime, eta seconds) right now."""
@@ -434,7 +465,7 @@ class Pipeline:
                 continue
             percent, speed, eta = self.progress()
             try:
-                alive = run_sync(jobs.update_progress(self.job_id, percent, speed, eta))
+                alive = run_sync(jobs.update_progress(self.job_id, percent, speed, eta, self.fps()))
             except Exception:
                 log.exception("progress update failed for job %s", self.job_id)
                 alive = True
@@ -444,14 +475,22 @@ class Pipeline:
                 return
             with self._lock:
                 running = [
-                    (s.chunk.index, s.worker, s.done / s.chunk.duration * 100 if s.chunk.duration else 0.0)
+                    (
+                        s.chunk.index,
+                        s.worker,
+                        s.done / s.chunk.duration * 100 if s.chunk.duration else 0.0,
+                        s.fps,
+                        s.speed,
+                    )
                     for s in self.states
                     if s.status == ChunkStatus.RUNNING
                 ]
-            for index, worker, pct in running:
+            for index, worker, pct, fps, speed in running:
                 if last_chunk.get(index) != pct:
                     last_chunk[index] = pct
-                    self._emit(events.CHUNK_PROGRESS, chunk_index=index, worker=worker, progress=pct)
+                    self._emit(
+                        events.CHUNK_PROGRESS, chunk_index=index, worker=worker, progress=pct, fps=fps, speed=speed
+                    )
 
     # ---- the whole job ----------------------------------------------------------------------------
 
@@ -485,13 +524,17 @@ class Pipeline:
                 with self._lock:
                     self._concat_done = min(1.0, p.out_time / self.total) if self.total else 0.0
 
+            paths = [self.chunk_path(s.chunk) for s in states]
+            durations, video_start = [s.chunk.duration for s in states], self.video_start
+            if self.trimmed:
+                durations, video_start = placement(paths)
             concat(
-                [self.chunk_path(s.chunk) for s in states],
+                paths,
                 self.audio_path,
                 self.output,
                 self.preset,
-                durations=[s.chunk.duration for s in states],
-                video_start=self.video_start,
+                durations=durations,
+                video_start=video_start,
                 total=self.total,
                 on_progress=on_concat,
                 cancel=self.cancel,
@@ -500,6 +543,11 @@ class Pipeline:
             self._finished.set()
             monitor.join(timeout=5)
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    @property
+    def trimmed(self) -> bool:
+        """True when the job encodes only a trim of the source."""
+        return self.trim_start is not None or self.trim_end is not None
 
     def _mark_unfinished(self, status: ChunkStatus) -> None:
         pending = [s.chunk.index for s in self.states if s.status in (ChunkStatus.QUEUED, ChunkStatus.RUNNING)]
@@ -518,7 +566,15 @@ def chunkable(source: Path, preset: Preset) -> bool:
         return True  # let the pipeline's planner report the unreadable file
 
 
-def _single_pass(job_id: str, source: Path, output: Path, preset: Preset, cancel: threading.Event) -> None:
+def _single_pass(
+    job_id: str,
+    source: Path,
+    output: Path,
+    preset: Preset,
+    cancel: threading.Event,
+    start: float | None = None,
+    end: float | None = None,
+) -> None:
     # Nothing to chunk (audio-only source, or a preset without video re-encoding): one ffmpeg run.
     duration = None
     try:
@@ -527,6 +583,8 @@ def _single_pass(job_id: str, source: Path, output: Path, preset: Preset, cancel
                 duration = container.duration / 1_000_000
     except (av.FFmpegError, OSError):
         pass
+    if duration is not None or end is not None:
+        duration = (end if end is not None else duration or 0.0) - (start or 0.0)
     last = [0.0]
 
     def on_progress(p: ffmpeg.Progress) -> None:
@@ -538,7 +596,8 @@ def _single_pass(job_id: str, source: Path, output: Path, preset: Preset, cancel
             cancel.set()
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    ffmpeg.run(ffmpeg.build_command(source, output, preset), duration=duration, on_progress=on_progress, cancel=cancel)
+    argv = ffmpeg.build_command(source, output, preset, start=start, end=end)
+    ffmpeg.run(argv, duration=duration, on_progress=on_progress, cancel=cancel)
 
 
 def run_chunked(
@@ -550,6 +609,8 @@ def run_chunked(
     chunk_seconds: float | None,
     workers: int | None,
     cancel: threading.Event | None,
+    trim_start: float | None = None,
+    trim_end: float | None = None,
 ) -> None:
     """Encode local ``source`` into local ``output`` for job ``job_id`` in parallel chunks.
 
@@ -558,11 +619,23 @@ def run_chunked(
     preset that does not re-encode video) is encoded in one pass. Raises
     FFmpegError naming the failed chunk, ``mpr.ffmpeg.Cancelled`` when
     ``cancel`` is set (or the job stops being PROCESSING); finished chunks are
-    kept for a retry of the job.
+    kept for a retry of the job. ``trim_start``/``trim_end`` (seconds of the
+    source) encode only that range, with the same frames as a trimmed single
+    pass (``mpr.ffmpeg.build_command(start=, end=)``).
     """
     cancel = cancel or threading.Event()
     source, output = Path(source), Path(output)
     if not chunkable(source, preset):
-        _single_pass(str(job_id), source, output, preset, cancel)
+        _single_pass(str(job_id), source, output, preset, cancel, trim_start, trim_end)
         return
-    Pipeline(job_id, source, output, preset, chunk_seconds=chunk_seconds, workers=workers, cancel=cancel).run()
+    Pipeline(
+        job_id,
+        source,
+        output,
+        preset,
+        chunk_seconds=chunk_seconds,
+        workers=workers,
+        cancel=cancel,
+        trim_start=trim_start,
+        trim_end=trim_end,
+    ).run()

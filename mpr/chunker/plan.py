@@ -118,40 +118,69 @@ def is_cover_art(stream: Any) -> bool:
         return False
 
 
-def plan_from_index(idx: VideoIndex, chunk_seconds: float) -> list[Chunk]:
-    """Greedy plan: the next cut is the first keyframe at least ``chunk_seconds`` after the last cut."""
+def seconds_to_us(seconds: float) -> int:
+    """``seconds`` as ffmpeg reads ``-ss``/``-t`` written with 6 decimals: whole microseconds."""
+    return round(float(f"{seconds:.6f}") * 1_000_000)
+
+
+def plan_from_index(
+    idx: VideoIndex, chunk_seconds: float, *, start: float | None = None, end: float | None = None
+) -> list[Chunk]:
+    """Greedy plan: the next cut is the first keyframe at least ``chunk_seconds`` after the last cut.
+
+    ``start``/``end`` (seconds, a job's trim) limit the plan to ``[start, end)``:
+    the first chunk starts at ``start`` itself (ffmpeg decodes from the
+    keyframe before it and drops the frames before ``start``, as a trimmed
+    single pass does), later cuts are keyframes inside the range and the last
+    chunk ends at ``end``. Raises ValueError when the range holds no frame.
+    """
     if chunk_seconds <= 0:
         raise ValueError("chunk_seconds must be > 0")
     target = round(chunk_seconds * 1_000_000)
-    first = idx.frame_us[0]
-    cuts = [min(first, 0)]
+    frames = idx.frame_us
+    start_us = seconds_to_us(start) if start else None
+    end_us = seconds_to_us(end) if end is not None else None
+    if start_us is not None and end_us is not None and end_us <= start_us:
+        raise ValueError(f"trim end ({end:g} s) must be after trim start ({start:g} s)")
+    stop = idx.end_us if end_us is None else min(end_us, idx.end_us)
+    if start_us is not None:
+        frames = [t for t in frames if t >= start_us]
+    if end_us is not None:
+        frames = [t for t in frames if t < end_us]
+    if not frames:
+        raise ValueError(
+            f"the trim {start or 0:g}-{end if end is not None else idx.end_us / 1e6:g} s holds no video frame"
+        )
+    cuts = [start_us if start_us is not None else min(frames[0], 0)]
     for key in idx.keyframe_us:
-        if key - cuts[-1] >= target:
+        if key - cuts[-1] >= target and key < stop:
             cuts.append(key)
-    if len(cuts) > 1 and idx.end_us - cuts[-1] < target * MIN_TAIL_SHARE:
+    if len(cuts) > 1 and stop - cuts[-1] < target * MIN_TAIL_SHARE:
         cuts.pop()
-    bounds = [*cuts, idx.end_us]
+    bounds = [*cuts, stop]
     chunks = []
     pos = 0
-    frames = idx.frame_us
     for i in range(len(cuts)):
-        start, end = bounds[i], bounds[i + 1]
         count = 0
-        while pos < len(frames) and (i == len(cuts) - 1 or frames[pos] < end):
+        while pos < len(frames) and (i == len(cuts) - 1 or frames[pos] < bounds[i + 1]):
             pos += 1
             count += 1
-        chunks.append(Chunk(index=i, start=max(start, 0) / 1_000_000, end=end / 1_000_000, frames=count))
+        chunks.append(Chunk(index=i, start=max(bounds[i], 0) / 1_000_000, end=bounds[i + 1] / 1_000_000, frames=count))
     return chunks
 
 
-def plan_chunks(source_path: str | Path, chunk_seconds: float) -> list[Chunk]:
+def plan_chunks(
+    source_path: str | Path, chunk_seconds: float, *, start: float | None = None, end: float | None = None
+) -> list[Chunk]:
     """Plan keyframe-aligned chunks of about ``chunk_seconds`` for ``source_path``.
 
     A video shorter than one chunk (or with no keyframe after the first)
     gives one chunk; a file without video gives ``[]`` (nothing to chunk:
-    encode it in one pass). Raises ProbeError when the file cannot be read.
+    encode it in one pass). ``start``/``end`` plan only that trim of the
+    source (see :func:`plan_from_index`). Raises ProbeError when the file
+    cannot be read, ValueError when the trim holds no video frame.
     """
     idx = index_video(source_path)
     if idx is None:
         return []
-    return plan_from_index(idx, chunk_seconds)
+    return plan_from_index(idx, chunk_seconds, start=start, end=end)

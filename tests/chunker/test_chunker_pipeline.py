@@ -78,6 +78,11 @@ async def test_monitor_reports_progress_every_500ms(preset, sqlite_db, new_job, 
     assert values == sorted(values) and 0 < values[-1] <= 100
     # per running chunk (its percent lags behind by the encoder's lookahead on such short chunks)
     assert any(e.type == events.CHUNK_PROGRESS and e.worker and 0 <= e.progress <= 100 for e in sink.of(job_id))
+    # frames per second measured by the chunk encoders (ffmpeg's -progress), not derived from speed
+    chunk_fps = [e.fps for e in sink.of(job_id) if e.type == events.CHUNK_PROGRESS and e.fps > 0]
+    job_fps = [e.fps for e in progress if e.fps > 0]
+    assert chunk_fps and job_fps, (chunk_fps, job_fps)
+    assert all(0 < f < 5000 for f in chunk_fps + job_fps)
     job = await jobs.get_job(job_id)
     assert job.progress == values[-1] and job.heartbeat_at is not None
 

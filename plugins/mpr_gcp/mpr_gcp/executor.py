@@ -9,6 +9,13 @@ signed callback (``POST /api/jobs/{id}/callback``) sent by the last task;
 ``poll`` catches an execution that ended without calling back, ``cancel``
 cancels the execution.
 
+Fail fast: once a task failed for good (its ``failed`` callback failed the
+job, or its ``failed.json`` marker has been stored for
+:data:`MARKER_GRACE` seconds without one), ``watch``/``poll`` fail the job
+with that task's error and cancel the execution, so the chunk tasks still
+queued never start (the tasks also check the marker themselves, see
+:mod:`mpr_gcp.task`).
+
 The client uses the REST transport (plain HTTPS, so a local fake can stand
 in) with Application Default Credentials, or anonymous credentials when
 ``MPR_GCP_API_ENDPOINT`` points at a local server.
@@ -18,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -37,6 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_TIMEOUT = 60.0
+MARKER_GRACE = 10.0
+"""Seconds a failure marker may wait for its task's ``failed`` callback before ``poll`` fails the job itself."""
+CANCEL_DELAY = 2.0
+"""Seconds ``watch`` waits after a failed callback before cancelling the execution (the failed task exits first)."""
 
 
 def can_chunk(preset: Preset, job: TranscodeJob) -> bool:
@@ -229,7 +242,8 @@ class GcpExecutor:
 
         Runs in the server's event loop for each submitted job, every
         ``MPR_GCP_WATCH_SECONDS``; stops when the job is final (or was
-        resubmitted). A server restart loses it: ``mpr gcp-poll`` covers that.
+        resubmitted), after cancelling the execution of a job that FAILED
+        while it ran (fail fast: the remaining tasks are wasted compute). A server restart loses it: ``mpr gcp-poll`` covers that.
         """
         from mpr.ffmpeg import output_extension
         from mpr.storage import media_out
@@ -242,7 +256,16 @@ class GcpExecutor:
             await asyncio.sleep(self.gcp.watch_seconds)
             try:
                 job = await TranscodeJob.get_or_none(id=job_id)
-                if job is None or job.status in FINAL_STATUSES or job.external_id != name:
+                if job is None or job.external_id != name:
+                    return
+                if job.status in FINAL_STATUSES:
+                    if job.status is JobStatus.FAILED:
+                        # a task's failed callback: the job cannot complete, stop the tasks still to run,
+                        # once the failed task itself had time to exit (its failure is what the execution shows)
+                        failed_for = (jobs.now() - job.finished_at).total_seconds() if job.finished_at else CANCEL_DELAY
+                        if failed_for < CANCEL_DELAY:
+                            continue
+                        await self._cancel_execution(name, why="job failed")
                     return
                 if keys:
                     stored = await asyncio.to_thread(
@@ -294,6 +317,8 @@ class GcpExecutor:
         except Exception as exc:
             raise ExecutorError(f"cannot read Cloud Run execution {job.external_id}: {_api_message(exc)}") from exc
         state = execution_status(execution)
+        if state is JobStatus.PROCESSING and job.status is JobStatus.PROCESSING:
+            await self._fail_from_marker(job)
         if state is JobStatus.PROCESSING or job.status in FINAL_STATUSES:
             return state
         finished = execution.completion_time
@@ -315,9 +340,58 @@ class GcpExecutor:
 
     # --- helpers ---------------------------------------------------------
 
-    async def _cancel_execution(self, name: str) -> None:
+    async def _fail_from_marker(self, job: TranscodeJob) -> bool:
+        """A task failed for good but its callback has not come: fail the job with its error, cancel the rest.
+
+        True when the job was failed here. Waits :data:`MARKER_GRACE` seconds
+        after the marker was stored, so the callback (with its metrics) wins
+        in the normal case.
+        """
+        marker = await asyncio.to_thread(self._read_failure_marker, str(job.id))
+        if marker is None:
+            return False
+        error, stored = marker
+        if time.time() - stored < MARKER_GRACE:
+            return False
+        try:
+            await jobs.transition(
+                job.id, JobStatus.FAILED, allowed_from=frozenset({JobStatus.PROCESSING}), error=error, message=error
+            )
+        except InvalidTransition:
+            return False  # the callback (or a cancel) won the race
+        log.warning("job %s failed from its failure marker (no callback yet): %s", job.id, error)
+        if job.external_id:
+            await self._cancel_execution(job.external_id, why="job failed")
+        return True
+
+    def _read_failure_marker(self, job_id: str) -> tuple[str, float] | None:
+        """``(error, stored at)`` of the job's ``failed.json`` marker, or None (runs in a worker thread)."""
+        from mpr.errors import NotFound
+        from mpr.storage import media_out
+
+        storage = media_out(self.settings)
+        for info in list(storage.list(f"{self.gcp.work_prefix}/{job_id}/")):
+            if not info.key.endswith("/failed.json"):
+                continue
+            try:
+                src = storage.open_read(info.key)
+                try:
+                    data = json.loads(src.read(64 * 1024) or b"{}")
+                finally:
+                    src.close()
+            except NotFound:
+                return None  # removed meanwhile (a retry)
+            except ValueError:
+                data = {}
+            error = data.get("error") if isinstance(data, dict) else None
+            return (str(error or "a Cloud Run task failed")[:4000], info.mtime or time.time())
+        return None
+
+    async def _cancel_execution(self, name: str, why: str = "") -> None:
         from google.api_core import exceptions as gexc
 
+        if why:
+            log.info("cancelling Cloud Run execution %s: %s", name, why)
         try:
             await asyncio.to_thread(self.executions_client.cancel_execution, name=name, timeout=API_TIMEOUT)
         except (gexc.FailedPrecondition, gexc.NotFound, gexc.BadRequest) as exc:

@@ -11,8 +11,15 @@ Every step is idempotent, because Cloud Run retries a task that exits
 non-zero: a chunk whose object already exists is not encoded again, a
 stored audio track is reused, and a finished output only triggers the
 callback again (the receiver treats duplicates as no-ops). A task that
-fails on its last attempt stores a ``failed.json`` marker (so the concat
-task stops waiting) and sends a signed ``failed`` callback with its error.
+fails on its last attempt stores a ``failed.json`` marker and sends a signed
+``failed`` callback with its error.
+
+Fail fast: the job cannot complete once one task failed for good, so every
+other task looks for that marker before it starts work and, while ffmpeg
+runs, every ``MPR_GCP_POLL_SECONDS`` (a watcher thread that stops ffmpeg);
+a task that finds it stops at once and exits 0 (nothing to retry, and the
+failed task already fails the execution). The server also cancels the
+execution once it knows (see ``GcpExecutor.watch``).
 SIGTERM (cancel, timeout) stops ffmpeg and exits 143 without a callback.
 
 No database access: the only way back to MPR is the signed callback.
@@ -27,11 +34,13 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +129,11 @@ class TaskRunner:
         self.callback({"status": "completed", "output_key": spec.output_key, "metrics": self.metrics()})
 
     def run_chunk(self) -> None:
-        """Encode video chunk ``index`` and store it under the job's scratch prefix."""
+        """Encode video chunk ``index`` and store it under the job's scratch prefix.
+
+        PeerFailed (before the download, before ffmpeg, or ffmpeg stopped
+        midway) when another task failed for good.
+        """
         from mpr.chunker.encode import encode_chunk
 
         chunk = self.spec.chunks[self.index]
@@ -128,8 +141,11 @@ class TaskRunner:
         if self.out.exists(key):
             log.info("chunk %d already stored as %s (attempt %d): nothing to do", chunk.index, key, self.attempt)
             return
+        self.check_peers()
         with self.src.local_copy(self.spec.source_key) as source, tempfile.TemporaryDirectory() as tmp:
-            part = encode_chunk(source, chunk, self.preset, Path(tmp) / f"chunk.{self.ext}")
+            self.check_peers()
+            with self.peer_watch() as cancel:
+                part = encode_chunk(source, chunk, self.preset, Path(tmp) / f"chunk.{self.ext}", cancel=cancel)
             self.out.put(key, part)
         log.info(
             "chunk %d (%.3f-%.3f s, %d frames) stored as %s", chunk.index, chunk.start, chunk.end, chunk.frames, key
@@ -145,6 +161,7 @@ class TaskRunner:
             log.info("output %s already stored (retry): calling back again", spec.output_key)
             self.callback({"status": "completed", "output_key": spec.output_key, "metrics": self.metrics()})
             return
+        self.check_peers()
         with self.src.local_copy(spec.source_key) as source, tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir)
             audio = None
@@ -154,7 +171,9 @@ class TaskRunner:
                 if self.out.exists(audio_key):
                     _download(self.out, audio_key, audio)
                 else:
-                    encode_audio(source, self.preset, audio, duration=spec.chunks[-1].end)
+                    self.check_peers()
+                    with self.peer_watch() as cancel:
+                        encode_audio(source, self.preset, audio, duration=spec.chunks[-1].end, cancel=cancel)
                     self.out.put(audio_key, audio)
             parts = self.wait_for_chunks(tmp)
             output = tmp / f"output.{self.ext}"
@@ -201,6 +220,45 @@ class TaskRunner:
                 raise MprError(f"timed out after {spec.wait_timeout:.0f} s waiting for chunks {pending}")
             time.sleep(spec.poll_seconds)
         return paths
+
+    def check_peers(self) -> None:
+        """PeerFailed when a task of this execution stored the failure marker (chunked jobs only)."""
+        if self.spec.chunks and self.out.exists(self.spec.failed_key):
+            raise PeerFailed(f"another task failed for good: {self.describe()} not run")
+
+    @contextmanager
+    def peer_watch(self) -> Iterator[threading.Event]:
+        """An event for ffmpeg's ``cancel``, set when the failure marker appears (checked every poll_seconds).
+
+        Leaving the block raises PeerFailed if ffmpeg was stopped because of it.
+        """
+        from mpr.ffmpeg import Cancelled
+
+        cancel = threading.Event()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(self.spec.poll_seconds):
+                try:
+                    if self.out.exists(self.spec.failed_key):
+                        cancel.set()
+                        return
+                except Exception as exc:  # a storage hiccup: the encode goes on, try again
+                    log.debug("failure marker check failed: %s", exc)
+
+        watcher = threading.Thread(target=watch, name="peer-watch", daemon=True)
+        if self.spec.chunks:
+            watcher.start()
+        try:
+            yield cancel
+        except Cancelled:
+            if cancel.is_set():
+                raise PeerFailed(f"another task failed for good: {self.describe()} stopped midway") from None
+            raise
+        finally:
+            done.set()
+            if watcher.is_alive():
+                watcher.join(timeout=5)
 
     def remove_scratch(self) -> None:
         """Delete the job's chunk objects and markers, of this plan and any earlier one (best effort)."""
@@ -315,8 +373,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         log.warning("SIGTERM: task %d stopped (execution cancelled or timed out)", index)
         return EXIT_TERMINATED
     except PeerFailed as exc:
-        log.error("%s", exc)
-        return 1
+        # exit 0: a retry could not help, and the failed task already fails the execution
+        log.warning("task %d stopped early: %s", index, exc)
+        return 0
     except Exception as exc:
         log.error("task %d attempt %d failed: %s", index, attempt, exc, exc_info=not isinstance(exc, MprError))
         if attempt >= spec.max_retries:

@@ -1,7 +1,8 @@
 """The Lambda functions of the ``lambda`` executor, one per state of ``deploy/aws/statemachine.asl.json``.
 
 ``plan`` → (Map) ``encode_chunk`` → ``concat`` → ``callback``; any failure →
-``failure``. Each takes the payload the state machine builds (the execution
+``failure``. ``plan`` and ``encode_chunk`` also report live chunk progress
+(:func:`report`, best effort) to ``POST /api/jobs/{id}/chunks``. Each takes the payload the state machine builds (the execution
 input is ``event["job"]``, see :func:`mpr_lambda.executor.execution_input`)
 and returns JSON. They run the same chunker code as the local pipeline
 (:mod:`mpr.chunker`), read and write media through :mod:`mpr_storage_s3`,
@@ -213,6 +214,7 @@ def plan(event: dict, context: Any = None) -> dict:
             mode="chunked", chunk_seconds=seconds, video_start=video_start, total=sum(c.duration for c in chunks)
         )
         log.info("job %s: %d chunks of ~%.1fs", job["job_id"], len(chunks), seconds)
+        report(job, {"type": "plan", "chunks": [{"index": c.index, "start": c.start, "end": c.end} for c in chunks]})
         return {"items": items, "info": info}
 
 
@@ -241,7 +243,9 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     """Encode step (one Map iteration). Input: ``{"job": ..., "item": ...}``. Output: where the result went.
 
     Idempotent: a retried iteration whose object already exists (S3 puts are
-    atomic, so it is complete) is not encoded again.
+    atomic, so it is complete) is not encoded again. A video chunk reports
+    ``started`` and ``done``/``failed`` to MPR (:func:`report`, best effort),
+    as worker the Lambda request id, as attempt the state's retry count + 1.
     """
     job, item = _job(event), event["item"]
     _, ls = _settings()
@@ -265,25 +269,43 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     result = {"kind": kind, "index": chunk.index if chunk else -1, "url": url}
     if chunk:
         result["duration"] = chunk.duration
+    progress = {
+        "index": result["index"],
+        "worker": str(getattr(context, "aws_request_id", None) or "lambda"),
+        "attempt": int(event.get("retry") or 0) + 1,
+    }
     if store.exists(key):
         log.info("%s: already done by an earlier attempt", what)
+        if chunk:
+            report(job, {"type": "done", **progress, "output_key": url})
         return {**result, "size": store.stat(key).size, "reused": True}
-    with _scratch(ls) as tmp:
-        source = _fetch(job["source_url"], tmp, ls)
-        out = tmp / name
-        started = time.monotonic()
-        try:
-            if kind == "video":
-                encode_video_chunk(source, chunk, preset, out)
-            elif kind == "audio":
-                encode_audio(source, preset, out)
-            else:
-                argv = ffmpeg.build_command(source, out, preset, start=job.get("trim_start"), end=job.get("trim_end"))
-                ffmpeg.run(argv)
-        except FFmpegError as exc:
-            raise _ffmpeg_failure(what, exc) from exc
-        seconds = time.monotonic() - started
-        info = store.put(key, out)
+    if chunk:
+        report(job, {"type": "started", **progress})
+    try:
+        with _scratch(ls) as tmp:
+            source = _fetch(job["source_url"], tmp, ls)
+            out = tmp / name
+            started = time.monotonic()
+            try:
+                if kind == "video":
+                    encode_video_chunk(source, chunk, preset, out)
+                elif kind == "audio":
+                    encode_audio(source, preset, out)
+                else:
+                    argv = ffmpeg.build_command(
+                        source, out, preset, start=job.get("trim_start"), end=job.get("trim_end")
+                    )
+                    ffmpeg.run(argv)
+            except FFmpegError as exc:
+                raise _ffmpeg_failure(what, exc) from exc
+            seconds = time.monotonic() - started
+            info = store.put(key, out)
+    except Exception as exc:
+        if chunk:
+            report(job, {"type": "failed", **progress, "error": str(exc)[:4000]})
+        raise
+    if chunk:
+        report(job, {"type": "done", **progress, "output_key": url, "seconds": round(seconds, 3)})
     return {**result, "size": info.size, "seconds": round(seconds, 3), "reused": False}
 
 
@@ -363,7 +385,9 @@ def callback_secret(ls: LambdaSettings | None = None) -> str:
     raise StepFailed("no callback secret: set MPR_CALLBACK_SECRET or MPR_LAMBDA_CALLBACK_SECRET_PARAM on the Lambda")
 
 
-def post_callback(url: str, body: dict[str, Any], ls: LambdaSettings | None = None) -> dict[str, Any]:
+def post_callback(
+    url: str, body: dict[str, Any], ls: LambdaSettings | None = None, timeout: float | None = None
+) -> dict[str, Any]:
     """POST ``body`` to ``url``, signed (:func:`mpr.callbacks.sign_headers`); raise CallbackRejected on non-2xx."""
     ls = ls or LambdaSettings.from_env()
     if not url.startswith(("http://", "https://")):
@@ -372,7 +396,7 @@ def post_callback(url: str, body: dict[str, Any], ls: LambdaSettings | None = No
     headers = callbacks.sign_headers(data, callback_secret(ls))
     request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=ls.callback_timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout or ls.callback_timeout) as response:
             text = response.read().decode("utf-8", "replace")
             status = response.status
     except urllib.error.HTTPError as exc:
@@ -385,6 +409,32 @@ def post_callback(url: str, body: dict[str, Any], ls: LambdaSettings | None = No
     except ValueError:
         answer = {"raw": text[:300]}
     return {"status_code": status, "response": answer}
+
+
+def progress_url(job: dict) -> str:
+    """Where chunk progress reports go: ``/api/jobs/{id}/chunks`` beside the job's callback URL."""
+    url = job["callback_url"]
+    return (url[: -len("/callback")] if url.endswith("/callback") else url.rstrip("/")) + "/chunks"
+
+
+def report(job: dict, body: dict[str, Any], ls: LambdaSettings | None = None) -> bool:
+    """Send a chunk progress report (``plan``/``started``/``done``/``failed``) to MPR; True when accepted.
+
+    Best effort: progress is for people watching, so a report that cannot be
+    signed, delivered or is refused is logged and the step carries on. The
+    body carries the job id and ``run`` (the job attempt of this execution);
+    MPR's rules for it are in :mod:`mpr.api.callback`.
+    """
+    try:
+        ls = ls or LambdaSettings.from_env()
+        if not ls.progress_timeout or not job.get("callback_url"):
+            return False
+        payload = {"job_id": job["job_id"], "run": int(job.get("attempt") or 0), **body}
+        post_callback(progress_url(job), payload, ls, timeout=ls.progress_timeout)
+        return True
+    except Exception as exc:  # never fail (or slow down much) the encode because of a progress report
+        log.warning("job %s: %s report not delivered: %s", job.get("job_id"), body.get("type"), exc)
+        return False
 
 
 def callback(event: dict, context: Any = None) -> dict:
@@ -431,4 +481,14 @@ def failure(event: dict, context: Any = None) -> dict:
     return post_callback(job["callback_url"], body)
 
 
-__all__ = ["callback", "chunk_seconds_for", "concat", "encode_chunk", "failure", "plan", "post_callback"]
+__all__ = [
+    "callback",
+    "chunk_seconds_for",
+    "concat",
+    "encode_chunk",
+    "failure",
+    "plan",
+    "post_callback",
+    "progress_url",
+    "report",
+]

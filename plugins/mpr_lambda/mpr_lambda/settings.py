@@ -34,6 +34,7 @@ class LambdaSettings:
     callback_secret: str | None = None
     callback_secret_param: str | None = None  # SSM parameter holding the secret
     callback_timeout: float = 15.0
+    progress_timeout: float = 3.0  # per chunk progress report; 0 turns the reports off
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LambdaSettings:
@@ -70,6 +71,7 @@ class LambdaSettings:
             callback_secret=(env.get("MPR_CALLBACK_SECRET") or None),
             callback_secret_param=(env.get("MPR_LAMBDA_CALLBACK_SECRET_PARAM") or None),
             callback_timeout=_float(env, "MPR_LAMBDA_CALLBACK_TIMEOUT", 15.0, 1.0),
+            progress_timeout=_float(env, "MPR_LAMBDA_PROGRESS_TIMEOUT", 3.0, 0.0),
         )
 
     def require_arn(self) -> str:

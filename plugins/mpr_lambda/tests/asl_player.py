@@ -8,6 +8,9 @@ the template's DefinitionSubstitutions and each function's Handler. A handler
 exception becomes what the Lambda service integration reports:
 ``{"Error": <exception class>, "Cause": <JSON with errorMessage>}``.
 
+Each call gets a context with a fresh ``aws_request_id``, and ``$$.State``
+carries the state's ``RetryCount`` as in Step Functions.
+
 Only the ASL features the file uses are implemented (JSONPath reference
 paths, Task with ``lambda:invoke``, inline Map, Fail); anything else raises.
 """
@@ -18,6 +21,7 @@ import copy
 import importlib
 import json
 import traceback
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +59,14 @@ def handlers_from_template(template_path: Path) -> dict[str, Callable[[dict, Any
         module, _, func = resources[logical]["Properties"]["Handler"].rpartition(".")
         out["${" + placeholder + "}"] = getattr(importlib.import_module(module), func)
     return out
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    """The attributes of the Lambda runtime's context object the handlers read (a new request id per call)."""
+
+    function_name: str = "mpr"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
 class StepError(Exception):
@@ -190,7 +202,9 @@ class Player:
         counts: dict[int, int] = {}
         while True:
             try:
-                result = step(name, state, data, ctx)
+                # the context object's State, as Step Functions fills it for each attempt of the state
+                state_ctx = {**ctx, "State": {"Name": name, "RetryCount": sum(counts.values())}}
+                result = step(name, state, data, state_ctx)
                 self.trace.append((name, "ok"))
                 return result
             except StepError as exc:
@@ -216,7 +230,7 @@ class Player:
         function = self.functions[params["FunctionName"]]
         payload = json.loads(json.dumps(params.get("Payload", {})))  # what crosses the wire is JSON
         try:
-            returned = function(payload, None)
+            returned = function(payload, LambdaContext(function_name=params["FunctionName"]))
         except Exception as exc:
             cause = {
                 "errorMessage": str(exc),

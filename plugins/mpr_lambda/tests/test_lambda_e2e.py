@@ -13,6 +13,8 @@ import asyncio
 import json
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import av
@@ -75,6 +77,13 @@ class Stack:
 
 @pytest.fixture
 async def stack(moto_server, s3_bucket, sqlite_db, monkeypatch, gop_clip, asl):
+    async with serve_stack(moto_server, s3_bucket, monkeypatch, gop_clip, asl) as running:
+        yield running
+
+
+@asynccontextmanager
+async def serve_stack(moto_server, s3_bucket, monkeypatch, gop_clip, asl) -> AsyncIterator[Stack]:
+    """The app (executor lambda, media in the bucket) serving on this loop, the clip uploaded, the machine deployed."""
     import uvicorn
 
     from mpr.api.app import create_app

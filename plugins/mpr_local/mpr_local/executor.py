@@ -24,6 +24,7 @@ class LocalExecutor:
     """
 
     name = "local"
+    chunked_trim = True  # its workers run the local chunker, which plans and encodes only the trim
 
     def __init__(self, settings: Settings, queue: JobQueue | None = None) -> None:
         self.settings = settings

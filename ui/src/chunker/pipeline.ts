@@ -67,6 +67,7 @@ export function emptyPipeline(): PipelineState {
 }
 
 const MAX_SAMPLES = 400;
+const FINISHED: ReadonlySet<string> = new Set(["done", "failed", "cancelled"]);
 const MAX_LOG = 500;
 
 function chunkOf(state: PipelineState, index: number): ChunkState {
@@ -87,9 +88,14 @@ function chunkOf(state: PipelineState, index: number): ChunkState {
 
 /** Apply one event; returns a new state object (chunks map copied on write). */
 export function applyEvent(prev: PipelineState, ev: PipelineEvent, seq: number): PipelineState {
+  // Sequence numbers only grow: one at or below the last applied is a replay, and applying it
+  // again would log it twice and could move a chunk back to an older state.
+  const last = prev.sequences.length ? prev.sequences[prev.sequences.length - 1] : 0;
+  if (seq <= last) return prev;
   const s: PipelineState = { ...prev };
   const ts = ev.timestamp || Date.now() / 1000;
-  s.firstTs = s.firstTs ?? ts;
+  // Events are stamped by the thread that made them, so timestamps may be slightly out of order.
+  s.firstTs = Math.min(s.firstTs ?? ts, ts);
   s.lastTs = Math.max(s.lastTs ?? ts, ts);
   if (ev.status) s.status = ev.status;
   s.sequences = [...prev.sequences, seq];
@@ -134,6 +140,9 @@ export function applyEvent(prev: PipelineState, ev: PipelineEvent, seq: number):
         c.attempts += 1;
         break;
       case "chunk_progress":
+        // A progress report sampled just before the chunk finished can arrive after its
+        // chunk_done/chunk_failed: it must not move a finished chunk back to running.
+        if (FINISHED.has(c.state)) break;
         c.state = "running";
         c.startedTs = c.startedTs ?? ts;
         c.progress = ev.progress;

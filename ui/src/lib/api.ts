@@ -3,7 +3,7 @@ import { gql } from "./graphql";
 import type { Asset, Job, Preset } from "./types";
 
 /** A GraphQL literal for a JS value (JSON strings are valid GraphQL strings). */
-function lit(value: string | number | boolean): string {
+export function lit(value: string | number | boolean): string {
   if (typeof value === "number" && !Number.isFinite(value)) throw new Error("not a number");
   return JSON.stringify(value);
 }

@@ -1,13 +1,14 @@
 /** 83.04 -> "00:01:23.040" */
 export function timecode(seconds: number | null | undefined): string {
   if (seconds == null || !Number.isFinite(seconds)) return "--:--:--.---";
-  const ms = Math.round(seconds * 1000);
+  const ms = Math.round(Math.abs(seconds) * 1000);
+  const sign = seconds < 0 && ms > 0 ? "-" : "";
   const h = Math.floor(ms / 3_600_000);
   const m = Math.floor((ms % 3_600_000) / 60_000);
   const s = Math.floor((ms % 60_000) / 1000);
   const rest = ms % 1000;
   const pad = (n: number, w = 2) => String(n).padStart(w, "0");
-  return `${pad(h)}:${pad(m)}:${pad(s)}.${pad(rest, 3)}`;
+  return `${sign}${pad(h)}:${pad(m)}:${pad(s)}.${pad(rest, 3)}`;
 }
 
 /** Snap a time to the nearest frame boundary. */
@@ -22,9 +23,11 @@ export function frameOf(seconds: number, fps: number): number {
 
 export function duration(seconds: number | null | undefined): string {
   if (seconds == null || !Number.isFinite(seconds)) return "–";
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const m = Math.floor(seconds / 60);
-  const s = Math.round(seconds % 60);
+  // round once, to what is shown, so 119.6 s is "2 min 0 s", not "1 min 60 s"
+  if (Math.round(seconds * 10) < 600) return `${seconds.toFixed(1)} s`;
+  const whole = Math.round(seconds);
+  const m = Math.floor(whole / 60);
+  const s = whole % 60;
   if (m < 60) return `${m} min ${s} s`;
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
@@ -34,7 +37,8 @@ export function bytes(n: number | null | undefined): string {
   const units = ["B", "KB", "MB", "GB", "TB"];
   let v = n;
   let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
+  // a value that would show as "1024.0 KB" goes up a unit ("1.0 MB")
+  while (i < units.length - 1 && (v >= 1024 || (i > 0 && Math.round(v * 10) >= 10240))) {
     v /= 1024;
     i += 1;
   }
@@ -50,7 +54,9 @@ export function eta(seconds: number | null | undefined): string {
   return duration(seconds);
 }
 
+/** Local wall-clock time of a Unix timestamp, "13:05:09.042" (hours 00-23 in every locale). */
 export function clockTime(ts: number): string {
   const d = new Date(ts * 1000);
-  return d.toLocaleTimeString(undefined, { hour12: false }) + "." + String(d.getMilliseconds()).padStart(3, "0");
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }

@@ -5,7 +5,7 @@ export class ApiError extends Error {}
 
 interface GraphQLResponse<T> {
   data?: T | null;
-  errors?: { message: string }[];
+  errors?: { message?: unknown }[] | null;
 }
 
 /** Run one GraphQL operation against /graphql; throws ApiError with a readable message. */
@@ -20,14 +20,23 @@ export async function gql<T>(query: string, variables: Record<string, unknown> =
   } catch {
     throw new ApiError("Cannot reach the MPR server. Is `mpr serve` running?");
   }
+  return readGraphQL<T>(response);
+}
+
+/** The data of a GraphQL response, or an ApiError with the API's messages / the HTTP status. */
+export async function readGraphQL<T>(response: Response): Promise<T> {
   let body: GraphQLResponse<T> | null = null;
   try {
     body = (await response.json()) as GraphQLResponse<T>;
   } catch {
     body = null;
   }
-  if (body?.errors?.length) {
-    throw new ApiError(body.errors.map((e) => e.message).join("; "));
+  if (body !== null && typeof body !== "object") body = null;
+  if (Array.isArray(body?.errors) && body.errors.length) {
+    const messages = body.errors.map((e) =>
+      e && typeof e.message === "string" && e.message ? e.message : "unknown GraphQL error",
+    );
+    throw new ApiError(messages.join("; "));
   }
   if (response.status === 401 || response.status === 403) {
     throw new ApiError("Not authorised: set the API token in Settings.");

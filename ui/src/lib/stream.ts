@@ -42,14 +42,25 @@ export interface ResumableOptions {
   isLast?(event: PipelineEvent): boolean;
   /** Count sequence jumps as gaps (the per-job stream is numbered 1, 2, 3, ...). */
   contiguous?: boolean;
+  /** Milliseconds before the first reopen; doubles per failed attempt up to 5 s (default 300). */
+  retryDelay?: number;
 }
 
-function describe(err: unknown): string {
+/** A grpc-message as sent: percent-encoded (gRPC spec); the transport leaves it encoded. */
+export function decodeGrpcMessage(message: string): string {
+  try {
+    return decodeURIComponent(message);
+  } catch {
+    return message; // not percent-encoded after all (a bare "%")
+  }
+}
+
+export function describe(err: unknown): string {
   if (err instanceof RpcError) {
     if (err.code === "UNAUTHENTICATED" || err.code === "PERMISSION_DENIED") {
       return "Not authorised for live events: set the API token in Settings.";
     }
-    return `${err.code}: ${err.message}`;
+    return `${err.code}: ${decodeGrpcMessage(err.message)}`;
   }
   if (err instanceof Error) return err.message;
   return String(err);
@@ -73,7 +84,8 @@ export function followStream(options: ResumableOptions): () => void {
   };
 
   const run = async () => {
-    let delay = 300;
+    const firstDelay = options.retryDelay ?? 300;
+    let delay = firstDelay;
     let done = false;
     while (!stop.signal.aborted && !done) {
       const attempt = new AbortController();
@@ -87,7 +99,7 @@ export function followStream(options: ResumableOptions): () => void {
         const connected = () => {
           if (delivered) return;
           delivered = true;
-          delay = 300;
+          delay = firstDelay;
           publish({ state: "live", error: "" });
           if (stats.reconnects) options.onReconnected?.();
         };
@@ -118,7 +130,7 @@ export function followStream(options: ResumableOptions): () => void {
         stats.reconnects += 1;
         publish({ state: "reconnecting", error: describe(err) });
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5000);
+        delay = Math.min(delay * 2, Math.max(firstDelay, 5000));
       } finally {
         stop.signal.removeEventListener("abort", onStop);
       }

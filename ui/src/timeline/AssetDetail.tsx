@@ -2,9 +2,10 @@ import { useEffect, useId, useRef, useState } from "react";
 import { ErrorBanner, StatusBadge } from "../components/common";
 import { createJob, defaultPreset, deleteAsset, mediaUrl, updateAsset } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
-import { bytes, duration as fmtDuration, snapToFrame } from "../lib/format";
+import { bytes, duration as fmtDuration } from "../lib/format";
 import type { Asset, Job, Preset } from "../lib/types";
 import { TrimTimeline } from "./TrimTimeline";
+import { snapTime } from "./trim";
 
 interface Props {
   asset: Asset;
@@ -160,8 +161,8 @@ export function AssetDetail({ asset, presets, onJobCreated, onAssetChanged, onAs
           currentTime={currentTime}
           onSeek={seek}
           onChange={(a, b) => {
-            setInPoint(snapToFrame(a, fps));
-            setOutPoint(Math.min(duration, snapToFrame(b, fps)));
+            setInPoint(snapTime(a, duration, fps));
+            setOutPoint(snapTime(b, duration, fps));
           }}
         />
       ) : (

@@ -1,7 +1,8 @@
 import { useCallback, useRef, type KeyboardEvent, type PointerEvent } from "react";
 import { thumbnailUrl } from "../lib/api";
-import { frameOf, snapToFrame, timecode } from "../lib/format";
+import { frameOf, timecode } from "../lib/format";
 import type { Asset } from "../lib/types";
+import { clampIn, clampOut, keyTarget, timeAtX } from "./trim";
 
 const THUMBS = 10;
 const THUMB_WIDTH = 160;
@@ -20,21 +21,19 @@ interface Props {
 /** Thumbnail strip with draggable in/out handles; times snap to frames of the asset's fps. */
 export function TrimTimeline({ asset, duration, fps, inPoint, outPoint, currentTime, onChange, onSeek }: Props) {
   const track = useRef<HTMLDivElement>(null);
-  const frame = fps > 0 ? 1 / fps : 0.001;
   const pct = (t: number) => `${duration > 0 ? (t / duration) * 100 : 0}%`;
 
   const timeAt = useCallback(
     (clientX: number) => {
       const rect = track.current?.getBoundingClientRect();
-      if (!rect || rect.width === 0) return 0;
-      const x = Math.max(0, Math.min(rect.width, clientX - rect.left));
-      return snapToFrame((x / rect.width) * duration, fps);
+      if (!rect) return 0;
+      return timeAtX(clientX - rect.left, rect.width, duration, fps);
     },
     [duration, fps],
   );
 
-  const setIn = (t: number) => onChange(Math.max(0, Math.min(snapToFrame(t, fps), outPoint - frame)), outPoint);
-  const setOut = (t: number) => onChange(inPoint, Math.min(duration, Math.max(snapToFrame(t, fps), inPoint + frame)));
+  const setIn = (t: number) => onChange(clampIn(t, outPoint, duration, fps), outPoint);
+  const setOut = (t: number) => onChange(inPoint, clampOut(t, inPoint, duration, fps));
 
   const dragHandle = (which: "in" | "out") => (e: PointerEvent<HTMLDivElement>) => {
     e.preventDefault();
@@ -65,14 +64,7 @@ export function TrimTimeline({ asset, duration, fps, inPoint, outPoint, currentT
   const keys = (which: "in" | "out") => (e: KeyboardEvent<HTMLDivElement>) => {
     const value = which === "in" ? inPoint : outPoint;
     const set = which === "in" ? setIn : setOut;
-    const step = e.shiftKey ? 1 : frame;
-    let next: number | null = null;
-    if (e.key === "ArrowLeft" || e.key === "ArrowDown") next = value - step;
-    else if (e.key === "ArrowRight" || e.key === "ArrowUp") next = value + step;
-    else if (e.key === "PageDown") next = value - 10;
-    else if (e.key === "PageUp") next = value + 10;
-    else if (e.key === "Home") next = 0;
-    else if (e.key === "End") next = duration;
+    const next = keyTarget(e.key, e.shiftKey, value, duration, fps);
     if (next === null) return;
     e.preventDefault();
     set(next);

@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { defaultPreset, lit, mediaUrl, thumbnailUrl } from "./api";
+import type { Asset, Preset } from "./types";
+
+describe("lit (GraphQL literals)", () => {
+  it("quotes and escapes strings so user text cannot break out of the query", () => {
+    expect(lit("abc")).toBe('"abc"');
+    expect(lit('say "hi"\\ }) { deleteAsset')).toBe('"say \\"hi\\"\\\\ }) { deleteAsset"');
+    expect(lit("line 1\nline 2\ttab")).toBe('"line 1\\nline 2\\ttab"');
+    expect(lit("\u0001")).toBe('"\\u0001"');
+    expect(lit("élan ✓")).toBe('"élan ✓"');
+  });
+
+  it("writes numbers and booleans as GraphQL numbers and booleans", () => {
+    expect(lit(2)).toBe("2");
+    expect(lit(1.04)).toBe("1.04");
+    expect(lit(-0.5)).toBe("-0.5");
+    expect(lit(true)).toBe("true");
+    expect(lit(false)).toBe("false");
+  });
+
+  it("refuses numbers GraphQL cannot express", () => {
+    for (const v of [NaN, Infinity, -Infinity]) expect(() => lit(v)).toThrow("not a number");
+  });
+});
+
+function asset(fields: Partial<Asset>): Asset {
+  return {
+    id: "id-1",
+    path: "clip.mp4",
+    filename: "clip.mp4",
+    kind: "video",
+    status: "ready",
+    size: null,
+    duration: null,
+    container: null,
+    videoCodec: null,
+    audioCodec: null,
+    width: null,
+    height: null,
+    fps: null,
+    comments: "",
+    error: null,
+    ...fields,
+  };
+}
+
+describe("mediaUrl / thumbnailUrl", () => {
+  it("encodes each path segment but keeps the folders", () => {
+    expect(mediaUrl(asset({ path: "clip.mp4" }))).toBe("/media/in/clip.mp4");
+    expect(mediaUrl(asset({ path: "shows/s01 e02/#1 take?.mov" }))).toBe("/media/in/shows/s01%20e02/%231%20take%3F.mov");
+    expect(mediaUrl(asset({ path: "ünï/100%.mp4" }))).toBe("/media/in/%C3%BCn%C3%AF/100%25.mp4");
+  });
+
+  it("asks for a thumbnail at a millisecond time and a width", () => {
+    expect(thumbnailUrl(asset({ id: "a/b c" }), 1.23456, 160)).toBe("/api/assets/a%2Fb%20c/thumbnail?t=1.235&w=160");
+    expect(thumbnailUrl(asset({}), 0, 80)).toBe("/api/assets/id-1/thumbnail?t=0.000&w=80");
+  });
+});
+
+describe("defaultPreset", () => {
+  const p = (name: string, videoCodec: string | null): Preset => ({
+    id: name,
+    name,
+    container: "mp4",
+    videoCodec,
+    audioCodec: "aac",
+    description: "",
+  });
+
+  it("prefers h264-720p, then any h264 preset, then any that encodes video, then the first", () => {
+    expect(defaultPreset([p("copy", "copy"), p("h264-1080p", "libx264"), p("h264-720p", "libx264")])!.name).toBe("h264-720p");
+    expect(defaultPreset([p("copy", "copy"), p("vp9", "libvpx-vp9"), p("h264-1080p", "libx264")])!.name).toBe("h264-1080p");
+    expect(defaultPreset([p("copy", "copy"), p("aac", null), p("vp9", "libvpx-vp9")])!.name).toBe("vp9");
+    expect(defaultPreset([p("copy", "copy"), p("aac", null)])!.name).toBe("copy");
+  });
+
+  it("is undefined without presets", () => {
+    expect(defaultPreset([])).toBeUndefined();
+  });
+});

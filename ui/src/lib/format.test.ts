@@ -1,0 +1,130 @@
+import { describe, expect, it } from "vitest";
+import { bytes, clockTime, duration, eta, frameOf, snapToFrame, speed, timecode } from "./format";
+
+describe("timecode", () => {
+  it("formats hours, minutes, seconds and milliseconds", () => {
+    expect(timecode(0)).toBe("00:00:00.000");
+    expect(timecode(83.04)).toBe("00:01:23.040");
+    expect(timecode(3600 + 2 * 60 + 3.004)).toBe("01:02:03.004");
+    expect(timecode(100 * 3600)).toBe("100:00:00.000");
+  });
+
+  it("rounds to the millisecond and carries into seconds and minutes", () => {
+    expect(timecode(1.0004)).toBe("00:00:01.000");
+    expect(timecode(1.0005)).toBe("00:00:01.001");
+    expect(timecode(59.9996)).toBe("00:01:00.000");
+    expect(timecode(3599.9999)).toBe("01:00:00.000");
+    // float error in frame times: 3 frames at 30 fps is 0.1 s, not 0.09999...
+    expect(timecode(3 / 30)).toBe("00:00:00.100");
+  });
+
+  it("puts the sign in front of a negative time instead of garbling each field", () => {
+    expect(timecode(-1.5)).toBe("-00:00:01.500");
+    expect(timecode(-61)).toBe("-00:01:01.000");
+    // rounds to zero: no "-00:00:00.000"
+    expect(timecode(-0.0001)).toBe("00:00:00.000");
+    expect(timecode(-0)).toBe("00:00:00.000");
+  });
+
+  it("shows a placeholder for missing and non-finite values", () => {
+    for (const v of [null, undefined, NaN, Infinity, -Infinity]) expect(timecode(v)).toBe("--:--:--.---");
+  });
+});
+
+describe("snapToFrame / frameOf", () => {
+  it("snaps to the nearest frame boundary", () => {
+    expect(snapToFrame(1.01, 25)).toBe(1);
+    expect(snapToFrame(1.03, 25)).toBe(1.04);
+    expect(snapToFrame(0.02, 25)).toBe(0.04); // exactly half a frame rounds up
+    expect(frameOf(1.04, 25)).toBe(26);
+  });
+
+  it("handles NTSC rates without drifting", () => {
+    const fps = 30000 / 1001;
+    const t = snapToFrame(10, fps);
+    expect(frameOf(t, fps)).toBe(300);
+    expect(t * fps).toBeCloseTo(300, 9);
+    // every frame time maps back to its own frame number
+    for (let k = 0; k < 2000; k += 37) expect(frameOf(snapToFrame(k / fps, fps), fps)).toBe(k);
+  });
+
+  it("rounds to the millisecond without a frame rate", () => {
+    expect(snapToFrame(1.23456, 0)).toBe(1.235);
+    expect(snapToFrame(1.23456, -5)).toBe(1.235);
+    expect(snapToFrame(1.23456, NaN)).toBe(1.235);
+    expect(frameOf(1.5, 0)).toBe(0);
+  });
+});
+
+describe("duration", () => {
+  it("uses seconds with one decimal below a minute", () => {
+    expect(duration(0)).toBe("0.0 s");
+    expect(duration(4.04)).toBe("4.0 s");
+    expect(duration(59.94)).toBe("59.9 s");
+  });
+
+  it("never shows 60 s or 60.0 s: rounding carries into the minute", () => {
+    expect(duration(59.96)).toBe("1 min 0 s");
+    expect(duration(60)).toBe("1 min 0 s");
+    expect(duration(119.6)).toBe("2 min 0 s");
+    expect(duration(125.4)).toBe("2 min 5 s");
+    expect(duration(3599.4)).toBe("59 min 59 s");
+    expect(duration(3599.6)).toBe("1 h 0 min");
+  });
+
+  it("uses hours and minutes from an hour", () => {
+    expect(duration(3600)).toBe("1 h 0 min");
+    expect(duration(2 * 3600 + 5 * 60 + 59)).toBe("2 h 5 min");
+  });
+
+  it("shows a dash for missing and non-finite values", () => {
+    for (const v of [null, undefined, NaN, Infinity]) expect(duration(v)).toBe("–");
+  });
+});
+
+describe("bytes", () => {
+  it("uses binary units with one decimal", () => {
+    expect(bytes(0)).toBe("0 B");
+    expect(bytes(1023)).toBe("1023 B");
+    expect(bytes(1024)).toBe("1.0 KB");
+    expect(bytes(1536)).toBe("1.5 KB");
+    expect(bytes(5 * 1024 ** 3)).toBe("5.0 GB");
+    expect(bytes(3 * 1024 ** 5)).toBe("3072.0 TB");
+  });
+
+  it("never shows 1024.0 of a unit: it goes up one", () => {
+    expect(bytes(1024 * 1024 - 1)).toBe("1.0 MB");
+    expect(bytes(1024 ** 3 - 1)).toBe("1.0 GB");
+    expect(bytes(1024 * 1023.9)).toBe("1023.9 KB");
+  });
+
+  it("shows a dash when unknown", () => {
+    expect(bytes(null)).toBe("–");
+    expect(bytes(undefined)).toBe("–");
+  });
+});
+
+describe("speed / eta", () => {
+  it("formats a speed factor, or a dash for none", () => {
+    expect(speed(1.234)).toBe("1.23×");
+    expect(speed(12)).toBe("12.00×");
+    for (const v of [0, null, undefined, NaN]) expect(speed(v)).toBe("–");
+  });
+
+  it("formats a positive ETA like a duration, anything else as a dash", () => {
+    expect(eta(90)).toBe("1 min 30 s");
+    expect(eta(2.25)).toBe("2.3 s");
+    for (const v of [0, -3, null, undefined, NaN, Infinity]) expect(eta(v)).toBe("–");
+  });
+});
+
+describe("clockTime", () => {
+  it("is HH:MM:SS.mmm in local time with hours 00-23 (midnight is not 24:00)", () => {
+    const midnight = new Date(2026, 0, 1, 0, 0, 0, 5).getTime() / 1000;
+    expect(clockTime(midnight)).toBe("00:00:00.005");
+    const afternoon = new Date(2026, 5, 30, 13, 5, 9, 42).getTime() / 1000;
+    expect(clockTime(afternoon)).toBe("13:05:09.042");
+    const late = new Date(2026, 5, 30, 23, 59, 59, 999).getTime() / 1000;
+    expect(clockTime(late)).toBe("23:59:59.999");
+  });
+});

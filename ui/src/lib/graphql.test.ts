@@ -1,0 +1,89 @@
+import { describe, expect, it } from "vitest";
+import { ApiError, errorMessage, gql, readGraphQL } from "./graphql";
+
+const json = (body: unknown, status = 200, statusText = "") =>
+  new Response(JSON.stringify(body), { status, statusText, headers: { "Content-Type": "application/json" } });
+
+/** The ApiError a response turns into (fails the test if it gives data instead). */
+async function failure(response: Response): Promise<ApiError> {
+  try {
+    await readGraphQL(response);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ApiError);
+    return err as ApiError;
+  }
+  throw new Error("expected an ApiError");
+}
+
+describe("readGraphQL", () => {
+  it("returns the data", async () => {
+    await expect(readGraphQL(json({ data: { assets: [{ id: "a" }] } }))).resolves.toEqual({ assets: [{ id: "a" }] });
+  });
+
+  it("shows the API's error messages as they are, joined", async () => {
+    const err = await failure(json({ errors: [{ message: "Asset not found" }, { message: "bad preset" }], data: null }));
+    expect(err.message).toBe("Asset not found; bad preset");
+  });
+
+  it("prefers the API's messages to the HTTP status (a 400 with errors, a 401 with a reason)", async () => {
+    expect((await failure(json({ errors: [{ message: "Syntax Error: x" }] }, 400))).message).toBe("Syntax Error: x");
+    expect((await failure(json({ errors: [{ message: "token expired" }] }, 401))).message).toBe("token expired");
+  });
+
+  it("fails on errors even when partial data came with them", async () => {
+    const err = await failure(json({ data: { job: null }, errors: [{ message: "job: permission denied" }] }));
+    expect(err.message).toBe("job: permission denied");
+  });
+
+  it("names errors without a usable message instead of printing undefined", async () => {
+    const err = await failure(json({ errors: [{}, null, { message: 42 }, { message: "real one" }] }));
+    expect(err.message).toBe("unknown GraphQL error; unknown GraphQL error; unknown GraphQL error; real one");
+  });
+
+  it("says to set the token on 401 and 403 without a message", async () => {
+    for (const status of [401, 403]) {
+      expect((await failure(new Response("", { status }))).message).toBe("Not authorised: set the API token in Settings.");
+      expect((await failure(json({ detail: "no" }, status))).message).toBe("Not authorised: set the API token in Settings.");
+    }
+  });
+
+  it("reports the HTTP status for a body that is not GraphQL", async () => {
+    expect((await failure(new Response("<html>Bad Gateway</html>", { status: 502, statusText: "Bad Gateway" }))).message).toBe(
+      "The server answered 502 Bad Gateway",
+    );
+    expect((await failure(new Response("oops", { status: 500 }))).message).toBe("The server answered 500");
+    expect((await failure(new Response(null, { status: 200 }))).message).toBe("The server answered 200");
+  });
+
+  it("does not trip over JSON that is not an object", async () => {
+    for (const body of ["null", "42", '"errors"', "[]", "true"]) {
+      const err = await failure(new Response(body, { status: 200 }));
+      expect(err.message).toBe("The server answered 200");
+    }
+  });
+
+  it("treats data: null or an errors field that is not a list as no data", async () => {
+    expect((await failure(json({ data: null }))).message).toBe("The server answered 200");
+    expect((await failure(json({ data: null, errors: "boom" }))).message).toBe("The server answered 200");
+    expect((await failure(json({ data: null, errors: [] }))).message).toBe("The server answered 200");
+  });
+});
+
+describe("gql", () => {
+  it("turns a network failure into a readable error", async () => {
+    // Node's fetch cannot reach a relative URL: the same path as a server that is down
+    await expect(gql("{ assets { id } }")).rejects.toThrow(
+      new ApiError("Cannot reach the MPR server. Is `mpr serve` running?"),
+    );
+  });
+});
+
+describe("errorMessage", () => {
+  it("is the message of an Error, or the value as text", () => {
+    expect(errorMessage(new ApiError("boom"))).toBe("boom");
+    expect(errorMessage(new TypeError("x is undefined"))).toBe("x is undefined");
+    expect(errorMessage("plain")).toBe("plain");
+    expect(errorMessage(404)).toBe("404");
+    expect(errorMessage(null)).toBe("null");
+  });
+});
