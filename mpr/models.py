@@ -155,7 +155,7 @@ class JobChunk(Model):
         "models.TranscodeJob", related_name="chunks", on_delete=fields.CASCADE
     )
     index = fields.IntField()
-    start = fields.FloatField()
+    start = fields.FloatField()  # seconds of the source (also for a trimmed job: its first chunk starts at trim_start)
     end = fields.FloatField()
     status = fields.CharEnumField(ChunkStatus, max_length=16, default=ChunkStatus.QUEUED)
     attempts = fields.IntField(default=0)

@@ -116,9 +116,7 @@ def _collect(pm: pluggy.PluginManager, settings: Settings) -> Registry:
                 reg.event_sinks.append(name_or_obj)
                 return
             if name in target:
-                raise PluginError(
-                    f"{kind} {name!r} registered twice: by {reg.owners[(kind, name)]} and by {owner}"
-                )
+                raise PluginError(f"{kind} {name!r} registered twice: by {reg.owners[(kind, name)]} and by {owner}")
             target[name] = value
             reg.owners[(kind, name)] = owner
 

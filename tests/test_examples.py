@@ -19,8 +19,19 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """pip-install the example plugins into a private target dir and put it on sys.path."""
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLES / "mpr-preset-example"), str(EXAMPLES / "mpr-sink-jsonl")],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLES / "mpr-preset-example"),
+            str(EXAMPLES / "mpr-sink-jsonl"),
+        ],
         check=True,
     )
     monkeypatch.syspath_prepend(str(target))

@@ -14,8 +14,14 @@ HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) 
 
 
 def test_there_are_hooks():
-    assert {"register_executors", "register_storage_backends", "register_presets",
-            "register_event_sinks", "register_commands", "startup"} <= set(HOOKS)
+    assert {
+        "register_executors",
+        "register_storage_backends",
+        "register_presets",
+        "register_event_sinks",
+        "register_commands",
+        "startup",
+    } <= set(HOOKS)
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -70,7 +70,11 @@ log = logging.getLogger("mpr.api.callback")
 
 
 class ReplayStore:
-    """Remembers callback signatures for :data:`mpr.callbacks.MAX_AGE` (+60) seconds; the first use wins.
+    """Remembers callback signatures for 2 × :data:`mpr.callbacks.MAX_AGE` (+60) seconds; the first use wins.
+
+    A signature is accepted while its timestamp is within MAX_AGE of our clock, on
+    either side (senders' clocks run fast or slow), so one first used early may be
+    valid for up to 2 × MAX_AGE: the record must outlive that window.
 
     Shared by every API process, as the admin sessions are (``mpr.api.admin.session_store``):
 
@@ -107,8 +111,8 @@ class ReplayStore:
 
     @property
     def lifetime(self) -> float:
-        # +60 s covers clock skew between the sender's timestamp and our own clock
-        return self.ttl + 60
+        # a timestamp up to ttl in the future stays valid until 2 x ttl after a first use; +60 s margin
+        return 2 * self.ttl + 60
 
     async def first_use(self, signature: str) -> bool:
         """Record ``signature``; True if it was not seen within the TTL (i.e. not a replay)."""
@@ -418,7 +422,7 @@ async def _plan(job: TranscodeJob, chunks: list[dict[str, Any]]) -> bool:
         except InvalidTransition:
             pass
     if done:
-        await jobs.update_progress(job.id, CHUNKS_SHARE * done / len(chunks))
+        await _raise_progress(job.id, CHUNKS_SHARE * done / len(chunks))
     for c in queued:
         await events.emit(
             events.JobEvent(
@@ -430,6 +434,13 @@ async def _plan(job: TranscodeJob, chunks: list[dict[str, Any]]) -> bool:
             )
         )
     return True
+
+
+async def _raise_progress(job_id: Any, progress: float) -> None:
+    """:func:`mpr.jobs.update_progress`, only forwards: reports counted in parallel may arrive out of order."""
+    current = await TranscodeJob.filter(id=job_id).values_list("progress", flat=True)
+    if not current or progress > (current[0] or 0.0):
+        await jobs.update_progress(job_id, progress)
 
 
 def _stale(row: JobChunk, kind: str, worker: str, attempt: int) -> bool:
@@ -501,7 +512,7 @@ async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
     if kind == "done":
         total = await JobChunk.filter(job_id=job.id).count()
         done = await JobChunk.filter(job_id=job.id, status=ChunkStatus.DONE).count()
-        await jobs.update_progress(job.id, CHUNKS_SHARE * done / total)
+        await _raise_progress(job.id, CHUNKS_SHARE * done / total)
     return True
 
 

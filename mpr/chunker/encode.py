@@ -105,10 +105,14 @@ def chunk_command(
     its time base exactly as that pass does, and the chunk ending at
     ``trim_end`` stops with the same ``-t`` as that pass: the same frames, at
     the same times. Such chunk files start at their place in the trimmed
-    output, not at 0 (the concat step reads where each one starts).
+    output, not at 0 (the concat step reads where each one starts). A preset
+    that changes the frame rate (``fps``) is refused with a trim (FFmpegError):
+    its fps filter would place frames differently at the cuts than one pass does.
     """
     out_path = Path(out_path)
     trimmed = trim_start is not None or trim_end is not None
+    if trimmed and preset.fps:
+        raise FFmpegError(f"preset {preset.name} changes the frame rate: encode its trims in one pass, not in chunks")
     argv = ffmpeg.build_command(source, out_path, part_preset(preset), start=chunk.start or None, audio=False)
     extra: list[str] = []
     if trimmed:
@@ -119,12 +123,11 @@ def chunk_command(
         if trim_end is not None and abs(chunk.end - trim_end) < 1e-6:
             # the same stop as the single pass: ffmpeg compares its rounded times with this
             extra += ["-t", f"{trim_end - origin:.6f}"]
-        elif preset.fps or not chunk.frames:
+        elif not chunk.frames:
             extra += ["-t", f"{chunk.end - origin:.6f}"]
         else:
             extra += ["-frames:v", str(chunk.frames)]
-        if not preset.fps:
-            extra += ["-fps_mode", "passthrough"]
+        extra += ["-fps_mode", "passthrough"]
         return limit_threads(_insert_before_output(argv, out_path, extra), out_path, threads)
     if preset.fps:
         # The fps filter makes its own frames; stop by time instead of by source frame count.

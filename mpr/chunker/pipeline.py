@@ -621,11 +621,15 @@ def run_chunked(
     ``cancel`` is set (or the job stops being PROCESSING); finished chunks are
     kept for a retry of the job. ``trim_start``/``trim_end`` (seconds of the
     source) encode only that range, with the same frames as a trimmed single
-    pass (``mpr.ffmpeg.build_command(start=, end=)``).
+    pass (``mpr.ffmpeg.build_command(start=, end=)``); a trim with a preset
+    that changes the frame rate is encoded in one pass.
     """
     cancel = cancel or threading.Event()
     source, output = Path(source), Path(output)
-    if not chunkable(source, preset):
+    trimmed = trim_start is not None or trim_end is not None
+    if not chunkable(source, preset) or (trimmed and preset.fps):
+        # a frame-rate change (fps filter) in chunks is exact only at cuts on its output grid,
+        # which a trim start does not give: such a trim is encoded in one pass
         _single_pass(str(job_id), source, output, preset, cancel, trim_start, trim_end)
         return
     Pipeline(

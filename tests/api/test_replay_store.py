@@ -137,7 +137,7 @@ async def test_file_store_record_expires_and_is_swept(tmp_path: Path):
     assert await one.first_use("old") is True
     assert await one.first_use("fresh") is True
     (record,) = [p for p in tmp_path.iterdir() if p.name != ".lock" and _is_record(p, "old")]
-    past = time.time() - (300 + 61)  # older than the TTL + 60 s skew margin
+    past = time.time() - (2 * 300 + 61)  # older than the record's lifetime (2 x TTL + 60 s)
     os.utime(record, (past, past))
     assert await two.first_use("fresh") is False
     # the expired one is a new first use (once), in either process
@@ -189,7 +189,7 @@ def test_file_store_concurrent_first_use_one_winner_processes(tmp_path: Path):
             p.join(30)
         results = sorted(out.get(timeout=5) for _ in procs)
         assert results == [False] * 7 + [True], (round_, results)
-        past = time.time() - 400
+        past = time.time() - (2 * 300 + 100)  # past the record's lifetime
         os.utime(tmp_path / _digest("racy"), (past, past))  # round 2 races for an expired record
 
 

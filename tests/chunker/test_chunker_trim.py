@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import av
 import pytest
 
 from mpr import events, ffmpeg, jobs, service
+from mpr.builtin_presets import STATIC_PRESETS
 from mpr.chunker import concat, encode_audio, encode_chunk, placement, plan_chunks
 from mpr.chunker.pipeline import Pipeline, run_chunked, work_dir_for
 from mpr.errors import FFmpegError, MprError, ValidationError
@@ -175,6 +180,21 @@ async def test_audio_only_source_is_trimmed_in_one_pass(sources, preset, sqlite_
     assert await JobChunk.filter(job_id=job_id).count() == 0
 
 
+async def test_trim_with_a_frame_rate_change_is_encoded_in_one_pass(sources, preset, sqlite_db, new_job, tmp_path):
+    # the fps filter would place frames differently at a cut off its output grid: no chunks for such a trim
+    fps15 = dataclasses.replace(preset, fps=15)
+    job_id = await new_job(trim_start=0.53, trim_end=3.47)
+    out = await run_trimmed(job_id, sources["normal"], tmp_path / "o.mp4", fps15, 0.53, 3.47)
+    ref = inspect(await asyncio.to_thread(single_pass, sources["normal"], tmp_path / "s.mp4", fps15, 0.53, 3.47))
+    got = inspect(out)
+    assert len(got.pts) == len(ref.pts) == 44  # 2.94 s at 15 fps
+    assert_same_frames(got, ref)
+    assert await JobChunk.filter(job_id=job_id).count() == 0
+    plan = plan_chunks(sources["normal"], 1.0, start=0.53, end=3.47)
+    with pytest.raises(FFmpegError, match="changes the frame rate"):
+        encode_chunk(sources["normal"], plan[1], fps15, tmp_path / "c.mp4", trim_start=0.53, trim_end=3.47)
+
+
 class FailingPipeline(Pipeline):
     """Makes a real ffmpeg fail (missing input) for the chunks in ``fail``; records which chunks it encodes."""
 
@@ -312,3 +332,25 @@ async def test_bad_trimmed_chunked_jobs_are_refused_and_nothing_is_created(db, m
     await service.create_job(video.id, pid, trim_start=1, trim_end=2, executor="fake")
     await service.create_job(video.id, pid, chunked=True, executor="fake")
     assert len(fake.submitted) == 2
+    # the local executor runs trimmed chunked jobs (its class says so)
+    job = await service.create_job(
+        video.id, pid, trim_start=1, trim_end=2, chunked=True, executor="local", submit=False
+    )
+    assert (job.executor, job.trim_start, job.trim_end, job.chunked) == ("local", 1.0, 2.0, True)
+
+
+def test_transcode_cli_with_start_end_and_chunked(media, sources, tmp_path):
+    shutil.copy(sources["normal"], media["in"] / "clip.mp4")
+    mpr = str(Path(sys.executable).parent / "mpr")
+    env = {**os.environ, "COLUMNS": "200"}
+    subprocess.run([mpr, "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    argv = [mpr, "transcode", "clip.mp4", "--preset", "h264-720p", "--start", "0.53", "--end", "3.47"]
+    argv += ["--chunked", "--chunk-seconds", "1", "--workers", "2"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "chunks 3/3 done" in done.stderr
+    out = Path(done.stdout.strip().splitlines()[-1])
+    assert out.parent == media["out"] and out.is_file()
+    recipe = next(p for p in STATIC_PRESETS if p.name == "h264-720p")
+    ref = inspect(single_pass(sources["normal"], tmp_path / "ref.mp4", recipe, 0.53, 3.47))
+    assert_like_single_pass(inspect(out), ref, inspect(sources["normal"]), 0.53, frame=1 / 25)

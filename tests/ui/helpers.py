@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -11,7 +13,13 @@ from pathlib import Path
 from testkit import make_clip
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed only on request (MPR_UPDATE_SCREENSHOTS=1 make test), so a
+# test run never dirties the checkout; otherwise they land in a temp dir for looking at after a failure.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("MPR_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "mpr-screenshots"
+)
 CLIP_CACHE: dict[tuple, Path] = {}
 
 

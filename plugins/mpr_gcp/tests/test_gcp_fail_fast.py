@@ -72,7 +72,7 @@ def stored_chunks(gcs) -> list[int]:
 async def test_failed_chunk_cancels_the_execution_and_later_chunks_never_encode(
     mpr_app, cloud_run, gcs, long_clip, tmp_path
 ):
-    """The failed callback fails the job; the server's watcher cancels the execution at once."""
+    """The failed callback fails the job; the server's watcher then cancels the execution."""
     from mpr.executors import get_executor
 
     wrapper, record = recording_ffmpeg(tmp_path, failing=1, slow=3)
@@ -97,7 +97,11 @@ async def test_failed_chunk_cancels_the_execution_and_later_chunks_never_encode(
     assert data["conditions"][0].get("executionReason") == "CANCELLED", data
     assert ("POST", f"/v2/{name}:cancel") in [(m, p) for m, p, _ in cloud_run.requests]
     never_started = [t.index for t in execution.tasks if not t.logs]
-    assert len(never_started) >= 4 and CONCAT in never_started, (never_started, log)
+    assert CONCAT in never_started, (never_started, log)
+    # the few started before the cancel (CANCEL_DELAY after the callback) found the marker and did nothing
+    for task in execution.tasks[2:]:
+        if task.logs:
+            assert task.exit_codes in ([0], [-15], [143]), (task.index, log)
 
     starts = ffmpeg_starts(record)
     assert starts[1] == {0, 1}  # the failing chunk, both attempts

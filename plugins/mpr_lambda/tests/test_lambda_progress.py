@@ -244,6 +244,9 @@ async def test_failed_chunk_keeps_its_error_and_a_retried_job_requeues_only_what
         assert rows[i].worker == kept["worker"]
     requeued = [e["chunkIndex"] for e in seen if e["type"] == "chunk_queued"]
     assert 1 in requeued and not set(requeued) & set(done_before)
+    progress = [e["progress"] for e in seen if e["type"] == "progress"]
+    assert progress[0] == pytest.approx(95.0 * len(done_before) / 3, abs=0.01)  # the kept chunks count at once
+    assert progress[-1] == pytest.approx(95.0) and progress == sorted(progress)
     assert (await stack.job(job["id"]))["status"] == "completed"
 
 
