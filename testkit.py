@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -291,3 +292,83 @@ class RedisServer:
 
         stats = redis.Redis.from_url(self.url).info("commandstats")
         return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+class CountingProxy:
+    """A TCP relay in front of an HTTP server (moto) that counts the response bytes delivered to clients.
+
+    Point an S3 endpoint (and so the presigned URLs signed for it) at :attr:`url`:
+    :attr:`received` is then what the clients read from "S3" (the relay's send
+    buffer is small, so a response a client abandons is counted only as far as
+    it was delivered), :attr:`requests` the request lines (no query strings)
+    and Range headers they sent.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.received = 0
+        self.requests: list[str] = []
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._closed = False
+        threading.Thread(target=self._accept, name="counting-proxy", daemon=True).start()
+
+    def reset(self) -> tuple[int, list[str]]:
+        """The count and requests so far, and start again from zero."""
+        with self._lock:
+            counted, requests = self.received, self.requests
+            self.received, self.requests = 0, []
+        return counted, requests
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        # a small send buffer: what is counted reached the client, not a kernel queue it never drains
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            client.close()
+            return
+
+        def up() -> None:  # requests: passed on, their request lines and Range headers noted
+            try:
+                while data := client.recv(65536):
+                    for line in data.split(b"\r\n"):
+                        if line.split(b" ", 1)[0] in (b"GET", b"HEAD", b"PUT", b"POST") or line.lower().startswith(
+                            b"range:"
+                        ):
+                            with self._lock:
+                                self.requests.append(line.decode("latin-1").split("?", 1)[0])
+                    upstream.sendall(data)
+            except OSError:
+                pass
+            finally:
+                try:
+                    upstream.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=up, daemon=True).start()
+        try:
+            while data := upstream.recv(65536):
+                client.sendall(data)
+                with self._lock:
+                    self.received += len(data)
+        except OSError:
+            pass  # the client hung up (ffmpeg stops reading when its chunk is done)
+        finally:
+            upstream.close()
+            client.close()

@@ -20,8 +20,8 @@ class Executor(Protocol):
     ``cancel`` is called after the job moved to CANCELLED and must stop any
     work still running for it. Executors without callbacks may implement
     ``async poll(job)`` to report a run that died silently. An executor that
-    runs trimmed chunked jobs in chunks sets ``chunked_trim = True`` (the
-    local one); for the others such a job is refused when it is created.
+    runs trimmed chunked jobs in chunks sets ``chunked_trim = True`` (local,
+    lambda, gcp); for the others such a job is refused when it is created.
     """
 
     name: str

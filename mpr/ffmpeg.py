@@ -197,6 +197,26 @@ def _copy_codec(preset: Preset, dst: str | Path) -> str:
     return "copy"
 
 
+def _exact_audio_copy(src: str | Path, vcodec: str | None) -> bool:
+    """Whether copied audio of a trim starting at ``start`` should drop its packets before ``start``.
+
+    Input seeking (``-ss`` before ``-i``) lands on the demuxer's seek point
+    before ``start``, and a stream copy keeps everything from there, as
+    ffmpeg documents: an Ogg page (up to ~1 s of Vorbis), a Matroska/WebM
+    cluster (up to 5 s of audio: a 3 s cut kept 5 s). ``-copypriorss:a 0``
+    discards the copied audio packets that start before ``start`` (the
+    default, -1, copies them), which makes the cut exact to the packet.
+    Only done when video is not copied too (re-encoded, dropped, or absent
+    from the source, cover art aside): a copied video keeps starting at the
+    keyframe before ``start``, with its audio.
+    """
+    if vcodec != "copy":
+        return True
+    from mpr.probe import has_video
+
+    return not has_video(src)
+
+
 def build_command(
     src: str | Path,
     dst: str | Path,
@@ -212,8 +232,10 @@ def build_command(
 
     ``start``/``end`` (seconds) trim the source: with re-encoding the cut is
     frame-accurate (input seek, then decode from the previous keyframe); with
-    the ``copy`` preset it snaps to the keyframe before ``start``. A trimmed
-    FLAC file is the exception to stream copy (see :func:`_copy_codec`).
+    the ``copy`` preset it snaps to the keyframe before ``start``. Copied
+    audio without copied video starts at the first packet at or after
+    ``start`` (see :func:`_exact_audio_copy`). A trimmed FLAC file is the
+    exception to stream copy (see :func:`_copy_codec`).
     ``video=False``/``audio=False`` drop that stream (the chunker encodes
     them separately). Progress goes to stdout (``-progress pipe:1``).
     """
@@ -274,6 +296,8 @@ def build_command(
     out["dn"] = None
     if vcodec == "copy" or acodec == "copy":
         out["avoid_negative_ts"] = "make_zero"
+    if start and acodec == "copy" and _exact_audio_copy(src, vcodec):
+        out["copypriorss:a"] = 0
     if preset.container != SOURCE_CONTAINER:
         out["f"] = CONTAINERS[preset.container][0]
     else:

@@ -123,10 +123,43 @@ def _stream_info(stream: av.stream.Stream) -> dict[str, Any]:
     return _json_safe(info)
 
 
-def _container_name(format_name: str, path: Path) -> str:
+# Demuxer (the first of PyAV's comma-separated names) -> (the file types it reads, the type to
+# report when the file's extension is none of them). One demuxer reads several file types: the
+# extension tells which one the user has ("matroska" is an .mkv, .mka or .webm).
+_FILE_TYPES: dict[str, tuple[tuple[str, ...], str]] = {
+    "mov": (("mp4", "m4v", "m4a", "m4b", "mov", "qt", "3gp", "3g2", "mj2", "f4v", "ismv", "isma"), "mp4"),
+    "matroska": (("mkv", "mka", "mks", "mk3d", "webm"), "mkv"),
+    "asf": (("wmv", "wma", "asf"), "asf"),
+    "mpegts": (("ts", "m2ts", "mts", "m2t"), "ts"),
+    "mpeg": (("mpg", "mpeg", "vob", "m2p"), "mpg"),
+    "ogg": (("ogg", "oga", "ogv", "opus", "spx", "ogx"), "ogg"),
+    "aiff": (("aif", "aiff", "aifc"), "aiff"),
+    "aac": (("aac", "adts"), "aac"),
+    "wav": (("wav", "wave"), "wav"),
+}
+# ISO base media files without a known extension: their major brand says what they are
+_BRANDS = {"qt": "mov", "m4a": "m4a", "m4b": "m4a", "m4v": "m4v", "m4vh": "m4v", "m4vp": "m4v"}
+
+
+def _container_name(format_name: str, path: Path, *, brand: str | None = None, video: bool = True) -> str:
+    """The file type users know (``mkv``, ``webm``, ``m4a``, ``wmv``...) from the demuxer's name and the
+    file's extension; the demuxer's own name stays in ``raw["format"]``."""
     names = format_name.split(",")
     ext = path.suffix.lstrip(".").lower()
-    return ext if ext in names else names[0]
+    family = _FILE_TYPES.get(names[0])
+    if family is None:
+        return ext if ext in names else names[0]
+    types, default = family
+    if ext in types:
+        return ext
+    if names[0] == "mov" and brand:
+        brand = brand.strip().lower()
+        return _BRANDS.get(brand) or next((t for t in ("3gp", "3g2") if brand.startswith(t)), default)
+    if names[0] == "matroska":
+        return default if video else "mka"
+    if names[0] == "asf":
+        return "wmv" if video else "wma"
+    return default
 
 
 def _check_decodes(container: av.container.InputContainer, streams: list[av.stream.Stream]) -> None:
@@ -220,7 +253,9 @@ def probe(path: str | os.PathLike[str]) -> ProbeResult:
             return ProbeResult(
                 kind="video" if video else "audio",
                 duration=round(duration, 6) if duration is not None else None,
-                container=_container_name(container.format.name, path),
+                container=_container_name(
+                    container.format.name, path, brand=container.metadata.get("major_brand"), video=bool(video)
+                ),
                 video_codec=_codec_name(video),
                 audio_codec=_codec_name(audio),
                 width=video.codec_context.width if video else None,
@@ -238,6 +273,16 @@ def probe(path: str | os.PathLike[str]) -> ProbeResult:
 def _av_message(exc: Exception) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return text.split(": '")[0].strip() or exc.__class__.__name__
+
+
+def has_video(path: str | os.PathLike[str]) -> bool:
+    """Whether the file at ``path`` has a video stream other than cover art (True if it cannot be read:
+    the caller then keeps the behaviour for video)."""
+    try:
+        with av.open(str(path), mode="r", metadata_errors="ignore") as container:
+            return any(not _is_cover_art(s) for s in container.streams.video)
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return True
 
 
 def keyframe_times(path: str | os.PathLike[str]) -> list[float]:

@@ -30,8 +30,10 @@ from mpr.storage import Storage, media_in, safe_key
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({"mp4", "mkv", "avi", "mov", "webm", "flv", "wmv", "m4v"})
-AUDIO_EXTENSIONS = frozenset({"mp3", "wav", "flac", "aac", "ogg", "m4a"})
+VIDEO_EXTENSIONS = frozenset(
+    {"mp4", "mkv", "avi", "mov", "webm", "flv", "wmv", "m4v", "ts", "m2ts", "mts", "mpg", "mpeg", "ogv", "3gp"}
+)
+AUDIO_EXTENSIONS = frozenset({"mp3", "wav", "flac", "aac", "ogg", "m4a", "mka", "opus", "wma", "aiff", "aif"})
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
 
 

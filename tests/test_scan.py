@@ -32,8 +32,19 @@ def test_extensions_are_the_seeds_and_case_insensitive() -> None:
         "m.ogg",
         "n.m4a",
         "dir/o.Mp4",
+        "p.ts",
+        "q.mka",
+        "r.opus",
+        "s.wma",
+        "t.aiff",
+        "u.mpg",
     ):
         assert is_media(name), name
+    from mpr.models import AssetKind
+    from mpr.scan import kind_of
+
+    assert [kind_of(n) for n in ("x.mka", "x.opus", "x.wma", "x.aiff")] == [AssetKind.AUDIO] * 4
+    assert [kind_of(n) for n in ("x.ts", "x.m2ts", "x.mpg", "x.ogv")] == [AssetKind.VIDEO] * 4
     for name in ("a.txt", "b.jpg", "mp4", "c.mp4.part", ".hidden.mp4", "noext"):
         assert not is_media(name), name
 

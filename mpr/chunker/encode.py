@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -22,6 +23,27 @@ from mpr.errors import FFmpegError
 from mpr.presets import Preset
 
 ProgressCallback = Callable[[ffmpeg.Progress], None]
+
+# ffmpeg's HTTP input: reconnect after a dropped connection (a chunk reads its range of a remote source)
+URL_INPUT_ARGS = ["-reconnect", "1", "-reconnect_on_network_error", "1", "-reconnect_delay_max", "10"]
+_QUERY = re.compile(r"(https?://[^\s?#'\"]*)\?[^\s#'\"]*")
+
+
+def is_url(source: str | Path) -> bool:
+    """True when ``source`` is an http(s) URL (a presigned object URL) rather than a local file."""
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def redact(text: str) -> str:
+    """``text`` with the query string of every http(s) URL in it replaced (presigned URLs carry a signature)."""
+    return _QUERY.sub(r"\1?<redacted>", text or "")
+
+
+def _redacted(exc: FFmpegError) -> FFmpegError:
+    # the same exception (its type matters: Cancelled), without signatures in what reaches users and logs
+    exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+    exc.stderr_tail = redact(exc.stderr_tail)
+    return exc
 
 
 def part_preset(preset: Preset) -> Preset:
@@ -64,14 +86,30 @@ def shift_ticks(source: str | Path, seek: float, origin: float) -> int:
     Computed the way ffmpeg offsets the packets (``-(ss + file start)`` rescaled to
     the stream's time base), so the sum is exactly a trimmed single pass's timestamp.
     """
-    with av.open(str(source)) as container:
+    name = redact(str(source)) if is_url(source) else Path(source).name
+    try:
+        container = av.open(str(source))
+    except (av.FFmpegError, OSError) as exc:
+        raise FFmpegError(f"cannot read {name}: {redact(str(exc))}") from None
+    with container:
         streams = [s for s in container.streams.video if not is_cover_art(s)]
         if not streams or streams[0].time_base is None:
-            raise FFmpegError(f"{Path(source).name}: no video stream with a time base")
+            raise FFmpegError(f"{name}: no video stream with a time base")
         tb = Fraction(streams[0].time_base)
         file_start = container.start_time or 0
     ticks = Fraction(1, 1_000_000) / tb
     return _near((seconds_to_us(seek) + file_start) * ticks) - _near((seconds_to_us(origin) + file_start) * ticks)
+
+
+def _build(source: str | Path, out_path: Path, preset: Preset, start: float | None) -> list[str]:
+    if not is_url(source):
+        return ffmpeg.build_command(source, out_path, preset, start=start, audio=False)
+    # build_command writes a local input as file:<absolute path>: put the URL (one argv item) in its place
+    placeholder = out_path.with_name(".url-input")
+    argv = ffmpeg.build_command(placeholder, out_path, preset, start=start, audio=False)
+    i = argv.index("file:" + os.path.abspath(placeholder))
+    first = argv.index("-i")
+    return [*argv[:first], *URL_INPUT_ARGS, *argv[first:i], str(source), *argv[i + 1 :]]
 
 
 def _prepend_filter(argv: list[str], out_path: Path, video_filter: str) -> list[str]:
@@ -108,12 +146,16 @@ def chunk_command(
     output, not at 0 (the concat step reads where each one starts). A preset
     that changes the frame rate (``fps``) is refused with a trim (FFmpegError):
     its fps filter would place frames differently at the cuts than one pass does.
+
+    ``source`` may be an http(s) URL (a presigned object URL): ffmpeg then
+    reads only the byte ranges the chunk needs (HTTP Range requests after
+    its input seek), with reconnects (:data:`URL_INPUT_ARGS`).
     """
     out_path = Path(out_path)
     trimmed = trim_start is not None or trim_end is not None
     if trimmed and preset.fps:
         raise FFmpegError(f"preset {preset.name} changes the frame rate: encode its trims in one pass, not in chunks")
-    argv = ffmpeg.build_command(source, out_path, part_preset(preset), start=chunk.start or None, audio=False)
+    argv = _build(source, out_path, part_preset(preset), chunk.start or None)
     extra: list[str] = []
     if trimmed:
         origin = trim_start or 0.0
@@ -153,20 +195,26 @@ def encode_chunk(
     trim_start: float | None = None,
     trim_end: float | None = None,
 ) -> Path:
-    """Encode ``chunk`` of local file ``source`` with ``preset`` (video only) into ``out_path``.
+    """Encode ``chunk`` of ``source`` with ``preset`` (video only) into ``out_path``.
 
-    ``trim_start``/``trim_end`` are the job's trim (the plan must have been
-    made with them; see :func:`chunk_command`). The file appears at
-    ``out_path`` only when complete. Raises FFmpegError (``ffmpeg.Cancelled``
-    when ``cancel`` was set).
+    ``source`` is a local file or an http(s) URL (see :func:`chunk_command`);
+    the errors of a URL source carry it without its query string (the
+    signature of a presigned URL). ``trim_start``/``trim_end`` are the job's
+    trim (the plan must have been made with them; see :func:`chunk_command`).
+    The file appears at ``out_path`` only when complete. Raises FFmpegError
+    (``ffmpeg.Cancelled`` when ``cancel`` was set).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out_path)
-    argv = chunk_command(source, chunk, preset, tmp, threads=threads, trim_start=trim_start, trim_end=trim_end)
     try:
+        argv = chunk_command(source, chunk, preset, tmp, threads=threads, trim_start=trim_start, trim_end=trim_end)
         ffmpeg.run(argv, duration=chunk.duration, on_progress=on_progress, cancel=cancel)
         os.replace(tmp, out_path)
+    except FFmpegError as exc:
+        if is_url(source):
+            _redacted(exc)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return out_path

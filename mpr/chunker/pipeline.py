@@ -566,6 +566,14 @@ def chunkable(source: Path, preset: Preset) -> bool:
         return True  # let the pipeline's planner report the unreadable file
 
 
+def _log(job_id: str, message: str) -> None:
+    """A ``log`` event on the job (shown in the Chunker UI's event log and ``jobEvents``); never raises."""
+    try:
+        run_sync(events.emit(events.JobEvent(job_id=job_id, type=events.LOG, status="processing", message=message)))
+    except Exception:
+        log.exception("could not emit a log event for job %s", job_id)
+
+
 def _single_pass(
     job_id: str,
     source: Path,
@@ -627,9 +635,15 @@ def run_chunked(
     cancel = cancel or threading.Event()
     source, output = Path(source), Path(output)
     trimmed = trim_start is not None or trim_end is not None
-    if not chunkable(source, preset) or (trimmed and preset.fps):
+    reason = ""
+    if not chunkable(source, preset):
+        reason = "there is no video stream to re-encode in chunks"
+    elif trimmed and preset.fps:
         # a frame-rate change (fps filter) in chunks is exact only at cuts on its output grid,
-        # which a trim start does not give: such a trim is encoded in one pass
+        # which a trim start does not give
+        reason = f"preset {preset.name} changes the frame rate, whose trims are exact only in one pass"
+    if reason:
+        _log(str(job_id), f"encoding in one pass: {reason}")  # the job's event log says why it has no chunks
         _single_pass(str(job_id), source, output, preset, cancel, trim_start, trim_end)
         return
     Pipeline(

@@ -180,7 +180,9 @@ async def test_audio_only_source_is_trimmed_in_one_pass(sources, preset, sqlite_
     assert await JobChunk.filter(job_id=job_id).count() == 0
 
 
-async def test_trim_with_a_frame_rate_change_is_encoded_in_one_pass(sources, preset, sqlite_db, new_job, tmp_path):
+async def test_trim_with_a_frame_rate_change_is_encoded_in_one_pass(
+    sources, preset, sqlite_db, new_job, sink, tmp_path
+):
     # the fps filter would place frames differently at a cut off its output grid: no chunks for such a trim
     fps15 = dataclasses.replace(preset, fps=15)
     job_id = await new_job(trim_start=0.53, trim_end=3.47)
@@ -190,6 +192,8 @@ async def test_trim_with_a_frame_rate_change_is_encoded_in_one_pass(sources, pre
     assert len(got.pts) == len(ref.pts) == 44  # 2.94 s at 15 fps
     assert_same_frames(got, ref)
     assert await JobChunk.filter(job_id=job_id).count() == 0
+    notes = [e.message for e in sink.of(job_id) if e.type == "log"]
+    assert any("encoding in one pass" in m and "changes the frame rate" in m for m in notes), notes
     plan = plan_chunks(sources["normal"], 1.0, start=0.53, end=3.47)
     with pytest.raises(FFmpegError, match="changes the frame rate"):
         encode_chunk(sources["normal"], plan[1], fps15, tmp_path / "c.mp4", trim_start=0.53, trim_end=3.47)
@@ -316,7 +320,7 @@ async def test_bad_trimmed_chunked_jobs_are_refused_and_nothing_is_created(db, m
         # stream copy is never chunked, trimmed or not
         (dict(source_asset_id=video.id, preset_id=copy, trim_start=1, trim_end=2, **chunked), "encodes video"),
         (dict(source_asset_id=audio.id, preset_id=None, trim_start=0.5, **chunked), "video source"),
-        # an executor that cannot chunk a trim (the cloud ones) says so instead of running it otherwise
+        # an executor without chunked_trim (local, lambda and gcp have it) says so instead of running it otherwise
         (
             dict(source_asset_id=video.id, preset_id=pid, trim_start=1, trim_end=2, chunked=True, executor="fake"),
             "fake executor cannot run a trimmed chunked job",

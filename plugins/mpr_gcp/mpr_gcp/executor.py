@@ -53,13 +53,19 @@ CANCEL_DELAY = 2.0
 
 
 def can_chunk(preset: Preset, job: TranscodeJob) -> bool:
-    """True when the job can be fanned out per chunk: it re-encodes video and is not trimmed."""
+    """True when the job can be fanned out per chunk: it re-encodes video.
+
+    A trimmed job is chunked too (its plan covers only the trim), except with
+    a preset that changes the frame rate: its fps filter places frames
+    exactly like one pass only at cuts on its own grid, which a trim start
+    does not give (see :func:`mpr.chunker.encode.chunk_command`).
+    """
+    trimmed = job.trim_start is not None or job.trim_end is not None
     return (
         bool(job.chunked)
         and preset.video_codec not in (None, "", "copy")
         and preset.container != SOURCE_CONTAINER
-        and job.trim_start is None
-        and job.trim_end is None
+        and not (trimmed and preset.fps)
     )
 
 
@@ -67,6 +73,7 @@ class GcpExecutor:
     """Runs jobs as Cloud Run Jobs executions (see the module docstring)."""
 
     name = "gcp"
+    chunked_trim = True  # plans only the trim; every task gets it (MPR_GCP_TRIM, see mpr_gcp.task)
 
     def __init__(self, settings: Settings, gcp: GcpSettings | None = None) -> None:
         self.settings = settings
@@ -113,6 +120,7 @@ class GcpExecutor:
         """The chunk plan and the video's first-frame offset; ``([], 0)`` for a single-pass job.
 
         Reads the source through MEDIA_IN's backend (a download when it is remote).
+        A trimmed job's plan covers only its trim; MprError when the trim holds no video frame.
         """
         from mpr.chunker.plan import index_video, plan_from_index
         from mpr.storage import media_in
@@ -125,11 +133,15 @@ class GcpExecutor:
         if index is None:
             return [], 0.0
         seconds = job.chunk_seconds or self.settings.chunk_seconds
-        chunks = plan_from_index(index, seconds)
-        if len(chunks) > self.gcp.max_chunks:
-            # keep the execution within MPR_GCP_MAX_CHUNKS tasks (and its env overrides small): longer chunks
-            seconds *= math.ceil(len(chunks) / self.gcp.max_chunks)
-            chunks = plan_from_index(index, seconds)
+        trim = {"start": job.trim_start or None, "end": job.trim_end}
+        try:
+            chunks = plan_from_index(index, seconds, **trim)
+            if len(chunks) > self.gcp.max_chunks:
+                # keep the execution within MPR_GCP_MAX_CHUNKS tasks (and its env overrides small): longer chunks
+                seconds *= math.ceil(len(chunks) / self.gcp.max_chunks)
+                chunks = plan_from_index(index, seconds, **trim)
+        except ValueError as exc:  # a trim that holds no video frame
+            raise MprError(str(exc)) from None
         # as the local pipeline: the concat shifts video when the source's first frame is not at 0
         video_start = max(0.0, index.frame_us[0] / 1_000_000) if chunks and chunks[0].start == 0 else 0.0
         return chunks, video_start

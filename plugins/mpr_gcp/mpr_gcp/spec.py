@@ -4,8 +4,10 @@ One execution runs one MPR job. With a chunk plan of N chunks the execution
 has N + 1 tasks: task ``i < N`` encodes video chunk ``i``; task ``N`` (the
 last, so Cloud Run starts it after every chunk task has started) encodes the
 audio once, waits for the N chunk objects, concatenates, stores the output
-and sends the signed callback. Without a plan (not chunked, trimmed, audio
-only, stream copy) there is one task that encodes in a single pass.
+and sends the signed callback. A trimmed job's plan covers only the trim
+(``MPR_GCP_TRIM`` reaches every task). Without a plan (not chunked, audio
+only, stream copy, a trim with a frame-rate change) there is one task that
+encodes in a single pass.
 
 Secrets (``MPR_CALLBACK_SECRET``, the HMAC keys) are not part of this: they
 come from the Cloud Run Job's own environment (Secret Manager), because
@@ -67,12 +69,14 @@ class TaskSpec:
 
     @property
     def fingerprint(self) -> str:
-        """Short hash of what the chunks depend on: a retry reuses chunks only from the same plan and preset."""
-        data = json.dumps(
-            [self.source_key, self.preset, [[c.start, c.end, c.frames] for c in self.chunks]],
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """Short hash of what the chunks depend on: a retry reuses chunks only from the same plan and preset.
+
+        A trim is part of it (a trimmed chunk's timestamps count from the trim start).
+        """
+        parts: list[Any] = [self.source_key, self.preset, [[c.start, c.end, c.frames] for c in self.chunks]]
+        if self.trim_start is not None or self.trim_end is not None:
+            parts.append([self.trim_start, self.trim_end])
+        data = json.dumps(parts, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(data.encode()).hexdigest()[:12]
 
     @property

@@ -5,7 +5,12 @@ Cloud Run sets ``CLOUD_RUN_TASK_INDEX``, ``CLOUD_RUN_TASK_COUNT`` and
 :mod:`mpr_gcp.spec`). Media is read from MEDIA_IN and written to MEDIA_OUT
 through their storage backends (``gs://`` roots: GCS's S3 API with HMAC
 keys, via mpr_storage_s3). Encoding reuses the chunker's functions, so a
-Cloud Run job produces the same frames as a local one.
+Cloud Run job produces the same frames as a local one, trimmed or not (the
+job's trim, ``MPR_GCP_TRIM``, reaches every chunk, the audio and the concat).
+
+A chunk task does not download the source: ffmpeg reads a presigned URL of
+it (MEDIA_IN's ``url()``) and fetches only its chunk's byte ranges; a
+backend without URLs (a local folder) falls back to a local copy.
 
 Every step is idempotent, because Cloud Run retries a task that exits
 non-zero: a chunk whose object already exists is not encoded again, a
@@ -55,6 +60,8 @@ log = logging.getLogger("mpr_gcp.task")
 
 CALLBACK_TRIES = 4
 EXIT_TERMINATED = 143
+SOURCE_URL_SECONDS = 6 * 3600
+"""Lifetime of the presigned source URL a chunk task's ffmpeg reads (its reconnects must still be signed)."""
 
 
 class Terminated(BaseException):
@@ -99,6 +106,30 @@ class TaskRunner:
         return output_extension(self.preset, self.spec.source_key)
 
     @property
+    def trim(self) -> tuple[float | None, float | None]:
+        """The job's trim ``(start, end)``; a start of 0 is no start (as in the local pipeline)."""
+        return self.spec.trim_start or None, self.spec.trim_end
+
+    @property
+    def trimmed(self) -> bool:
+        return self.trim != (None, None)
+
+    @contextmanager
+    def source_input(self) -> Iterator[str | Path]:
+        """What a chunk encoder reads: a presigned http(s) URL of the source, else a local copy.
+
+        NotFound when the source object does not exist.
+        """
+        key = self.spec.source_key
+        self.src.stat(key)
+        url = self.src.url(key, expires=SOURCE_URL_SECONDS)
+        if url and url.startswith(("http://", "https://")):
+            yield url
+            return
+        with self.src.local_copy(key) as path:
+            yield path
+
+    @property
     def role(self) -> str:
         """``single``, ``chunk`` or ``concat``."""
         if not self.spec.chunks:
@@ -131,6 +162,7 @@ class TaskRunner:
     def run_chunk(self) -> None:
         """Encode video chunk ``index`` and store it under the job's scratch prefix.
 
+        ffmpeg reads only the chunk's part of the source (:meth:`source_input`).
         PeerFailed (before the download, before ffmpeg, or ffmpeg stopped
         midway) when another task failed for good.
         """
@@ -142,10 +174,19 @@ class TaskRunner:
             log.info("chunk %d already stored as %s (attempt %d): nothing to do", chunk.index, key, self.attempt)
             return
         self.check_peers()
-        with self.src.local_copy(self.spec.source_key) as source, tempfile.TemporaryDirectory() as tmp:
+        start, end = self.trim
+        with self.source_input() as source, tempfile.TemporaryDirectory() as tmp:
             self.check_peers()
             with self.peer_watch() as cancel:
-                part = encode_chunk(source, chunk, self.preset, Path(tmp) / f"chunk.{self.ext}", cancel=cancel)
+                part = encode_chunk(
+                    source,
+                    chunk,
+                    self.preset,
+                    Path(tmp) / f"chunk.{self.ext}",
+                    cancel=cancel,
+                    trim_start=start,
+                    trim_end=end,
+                )
             self.out.put(key, part)
         log.info(
             "chunk %d (%.3f-%.3f s, %d frames) stored as %s", chunk.index, chunk.start, chunk.end, chunk.frames, key
@@ -153,7 +194,7 @@ class TaskRunner:
 
     def run_concat(self) -> None:
         """Encode the audio once, wait for every chunk, concatenate, store the output, call back."""
-        from mpr.chunker.concat import concat
+        from mpr.chunker.concat import concat, placement
         from mpr.chunker.encode import encode_audio
 
         spec = self.spec
@@ -173,18 +214,29 @@ class TaskRunner:
                 else:
                     self.check_peers()
                     with self.peer_watch() as cancel:
-                        encode_audio(source, self.preset, audio, duration=spec.chunks[-1].end, cancel=cancel)
+                        encode_audio(
+                            source,
+                            self.preset,
+                            audio,
+                            duration=spec.chunks[-1].end - spec.chunks[0].start,
+                            cancel=cancel,
+                            start=self.trim[0],
+                            end=self.trim[1],
+                        )
                     self.out.put(audio_key, audio)
             parts = self.wait_for_chunks(tmp)
             output = tmp / f"output.{self.ext}"
+            durations, video_start = [c.duration for c in spec.chunks], spec.video_start
+            if self.trimmed:  # trimmed chunks start at their place in the output: join them there
+                durations, video_start = placement(parts)
             concat(
                 parts,
                 audio,
                 output,
                 self.preset,
-                durations=[c.duration for c in spec.chunks],
-                video_start=spec.video_start,
-                total=spec.chunks[-1].end,
+                durations=durations,
+                video_start=video_start,
+                total=spec.chunks[-1].end - spec.chunks[0].start,
             )
             self.out.put(spec.output_key, output)
         self.remove_scratch()

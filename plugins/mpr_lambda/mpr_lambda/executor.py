@@ -74,6 +74,7 @@ class LambdaExecutor:
     """Runs jobs on AWS Step Functions + Lambda (see ``deploy/aws``)."""
 
     name = "lambda"
+    chunked_trim = True  # its Plan step plans only the trim and every step gets it (mpr_lambda.handler)
 
     def __init__(self, settings: Settings, lambda_settings: LambdaSettings | None = None) -> None:
         self.settings = settings

@@ -9,6 +9,12 @@ and returns JSON. They run the same chunker code as the local pipeline
 and keep within Lambda's limits: 900 s per call (chunk length is chosen so a
 chunk finishes well within it), and /tmp (checked before downloading, always
 emptied afterwards because warm containers keep it).
+
+A video chunk does not download the source: ffmpeg reads a presigned URL of
+it (:func:`source_input`) and fetches only the byte ranges of its chunk (HTTP
+Range requests after the input seek). A trimmed job is chunked too: the plan
+covers only the trim and every step gets the job's ``trim_start``/``trim_end``
+(the execution input), so the output has the frames of a trimmed single pass.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mpr import callbacks, ffmpeg
-from mpr.chunker import Chunk, encode_audio
+from mpr.chunker import Chunk, encode_audio, placement
 from mpr.chunker import concat as concat_chunks
 from mpr.chunker import encode_chunk as encode_video_chunk
 from mpr.chunker.plan import index_video, plan_from_index
@@ -110,6 +116,34 @@ def _fetch(url: str, target_dir: Path, ls: LambdaSettings, budget_share: float =
     return store.download(key, target_dir / Path(key).name)
 
 
+SOURCE_URL_SECONDS = 3600
+"""Lifetime of the presigned source URL a chunk encoder reads (well beyond Lambda's 900 s limit)."""
+
+
+def source_input(url: str, target_dir: Path, ls: LambdaSettings) -> str | Path:
+    """What a video chunk encoder reads: a presigned http(s) URL of ``url``, else a downloaded copy.
+
+    With the URL ffmpeg reads only the chunk's byte ranges (and nothing lands
+    in /tmp); a backend that gives no URL (or a non-http one) falls back to
+    :func:`_fetch`. SourceMissing when the object does not exist.
+    """
+    store, key = _storage(url)
+    try:
+        store.stat(key)
+    except NotFound:
+        raise SourceMissing(f"source object {url} does not exist") from None
+    signed = store.url(key, expires=SOURCE_URL_SECONDS)
+    if signed and signed.startswith(("http://", "https://")):
+        return signed
+    return _fetch(url, target_dir, ls)
+
+
+def trim_of(job: dict) -> tuple[float | None, float | None]:
+    """The job's trim ``(start, end)`` in seconds of the source; a start of 0 is no start (as locally)."""
+    start, end = job.get("trim_start"), job.get("trim_end")
+    return (float(start) if start else None), (float(end) if end is not None else None)
+
+
 def _ffmpeg_failure(what: str, exc: FFmpegError) -> StepFailed:
     tail = "\n".join((exc.stderr_tail or "").strip().splitlines()[-8:])
     return StepFailed(f"{what} failed: {exc}" + (f"\nffmpeg: {tail}" if tail and tail not in str(exc) else ""))
@@ -174,8 +208,9 @@ def plan(event: dict, context: Any = None) -> dict:
 
     Items are video chunks (``{"kind": "video", "index", "start", "end",
     "frames"}``), one ``{"kind": "audio"}`` (the audio track, encoded once),
-    or a single ``{"kind": "whole"}`` when the job cannot be chunked (trim,
-    stream copy, audio-only source, no video encoder).
+    or a single ``{"kind": "whole"}`` when the job cannot be chunked (stream
+    copy, audio-only source, no video encoder, a trim with a preset that
+    changes the frame rate). A trimmed job's chunks cover only the trim.
     """
     job = _job(event)
     _, ls = _settings()
@@ -186,20 +221,27 @@ def plan(event: dict, context: Any = None) -> dict:
         idx = index_video(source)
         has_audio = _has_audio(source)
         duration = (idx.end_us - idx.frame_us[0]) / 1e6 if idx else _duration(source)
-        trimmed = job.get("trim_start") is not None or job.get("trim_end") is not None
+        trim_start, trim_end = trim_of(job)
+        trimmed = trim_start is not None or trim_end is not None
         chunkable = (
             idx is not None and preset.video_codec not in (None, "copy") and preset.container != SOURCE_CONTAINER
         )
+        # a frame rate change cannot be cut mid-trim like one pass does (see mpr.chunker.encode.chunk_command)
+        chunkable = chunkable and not (trimmed and preset.fps)
         info: dict[str, Any] = {"ext": ext, "duration": duration, "source_size": source.stat().st_size}
-        if trimmed or not chunkable:
+        if not chunkable:
             if preset.video_codec not in (None, "copy") and idx is not None:
                 span = (job.get("trim_end") or duration) - (job.get("trim_start") or 0.0)
                 if span > ls.timeout * ls.min_speed:
                     raise TooBig(f"a {span:.0f} s single-pass encode may not finish within Lambda's {ls.timeout:.0f} s")
             info.update(mode="whole", chunk_seconds=None, video_start=0.0)
             return {"items": [{"kind": "whole"}], "info": info}
-        seconds = chunk_seconds_for(float(job.get("chunk_seconds") or 10.0), duration, ls)
-        chunks = plan_from_index(idx, seconds)
+        span = min(trim_end if trim_end is not None else duration, duration) - (trim_start or 0.0)
+        seconds = chunk_seconds_for(float(job.get("chunk_seconds") or 10.0), max(span, 0.0), ls)
+        try:
+            chunks = plan_from_index(idx, seconds, start=trim_start, end=trim_end)
+        except ValueError as exc:  # a trim that holds no video frame
+            raise StepFailed(f"plan failed: {exc}") from None
         longest = max(c.duration for c in chunks)
         if longest > ls.timeout * ls.min_speed:
             raise TooBig(
@@ -211,7 +253,11 @@ def plan(event: dict, context: Any = None) -> dict:
         if preset.audio_codec is not None and has_audio:
             items.append({"kind": "audio"})
         info.update(
-            mode="chunked", chunk_seconds=seconds, video_start=video_start, total=sum(c.duration for c in chunks)
+            mode="chunked",
+            chunk_seconds=seconds,
+            video_start=video_start,
+            total=sum(c.duration for c in chunks),
+            trimmed=trimmed,
         )
         log.info("job %s: %d chunks of ~%.1fs", job["job_id"], len(chunks), seconds)
         report(job, {"type": "plan", "chunks": [{"index": c.index, "start": c.start, "end": c.end} for c in chunks]})
@@ -243,7 +289,9 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     """Encode step (one Map iteration). Input: ``{"job": ..., "item": ...}``. Output: where the result went.
 
     Idempotent: a retried iteration whose object already exists (S3 puts are
-    atomic, so it is complete) is not encoded again. A video chunk reports
+    atomic, so it is complete) is not encoded again. A video chunk reads the
+    source through a presigned URL (:func:`source_input`); the audio and a
+    whole-file encode download it. The job's trim applies to all three. A video chunk reports
     ``started`` and ``done``/``failed`` to MPR (:func:`report`, best effort),
     as worker the Lambda request id, as attempt the state's retry count + 1.
     """
@@ -283,18 +331,20 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
         report(job, {"type": "started", **progress})
     try:
         with _scratch(ls) as tmp:
-            source = _fetch(job["source_url"], tmp, ls)
+            trim_start, trim_end = trim_of(job)
+            if kind == "video":
+                source: str | Path = source_input(job["source_url"], tmp, ls)
+            else:
+                source = _fetch(job["source_url"], tmp, ls)
             out = tmp / name
             started = time.monotonic()
             try:
                 if kind == "video":
-                    encode_video_chunk(source, chunk, preset, out)
+                    encode_video_chunk(source, chunk, preset, out, trim_start=trim_start, trim_end=trim_end)
                 elif kind == "audio":
-                    encode_audio(source, preset, out)
+                    encode_audio(source, preset, out, start=trim_start, end=trim_end)
                 else:
-                    argv = ffmpeg.build_command(
-                        source, out, preset, start=job.get("trim_start"), end=job.get("trim_end")
-                    )
+                    argv = ffmpeg.build_command(source, out, preset, start=trim_start, end=trim_end)
                     ffmpeg.run(argv)
             except FFmpegError as exc:
                 raise _ffmpeg_failure(what, exc) from exc
@@ -315,7 +365,8 @@ def concat(event: dict, context: Any = None) -> dict:
 
     Joins the video chunks in order with the audio (stream copy, no
     re-encode), uploads the output (multipart when large), deletes the
-    chunk objects.
+    chunk objects. A trimmed job's chunks are placed where they start
+    (:func:`mpr.chunker.placement`), as the local pipeline does.
     """
     job, plan_out, encoded = _job(event), event["plan"], event["encoded"]
     _, ls = _settings()
@@ -338,14 +389,18 @@ def concat(event: dict, context: Any = None) -> dict:
             paths = [_fetch(e["url"], tmp, ls, budget_share=0.9) for e in videos]
             audio_path = _fetch(audio["url"], tmp, ls, budget_share=0.9) if audio else None
             local = tmp / ("output." + info.get("ext", Path(out_key).suffix.lstrip(".") or "mp4"))
+            durations = [float(e["duration"]) for e in videos]
+            video_start = float(info.get("video_start") or 0.0)
             try:
+                if info.get("trimmed"):
+                    durations, video_start = placement(paths)
                 concat_chunks(
                     paths,
                     audio_path,
                     local,
                     preset,
-                    durations=[float(e["duration"]) for e in videos],
-                    video_start=float(info.get("video_start") or 0.0),
+                    durations=durations,
+                    video_start=video_start,
                     total=info.get("total"),
                 )
             except FFmpegError as exc:
@@ -491,4 +546,6 @@ __all__ = [
     "post_callback",
     "progress_url",
     "report",
+    "source_input",
+    "trim_of",
 ]
