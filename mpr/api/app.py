@@ -99,6 +99,22 @@ async def _start_grpc(settings: Settings) -> Any:
         return None
 
 
+def _create_media_folders(settings: Settings) -> None:
+    """Create missing local MEDIA_IN/MEDIA_OUT folders, so a fresh setup is ready before its first job."""
+    from pathlib import Path
+
+    from mpr.storage import scheme_of
+
+    for name, root in (("MEDIA_IN", settings.media_in), ("MEDIA_OUT", settings.media_out)):
+        if scheme_of(root) != "file":
+            continue
+        path = Path(root.removeprefix("file://"))
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("cannot create %s folder %s: %s (see /readyz)", name, path, exc.strerror or exc)
+
+
 def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -110,6 +126,7 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
         from mpr.plugins import load_plugins
 
         load_plugins()
+        _create_media_folders(settings)
         owns_db = not Tortoise.is_inited()
         if owns_db:
             await db.init_db(settings)

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Request, post
+from litestar.params import FromPath
 from litestar.response import Response
 from tortoise.exceptions import IntegrityError
 
@@ -301,7 +302,7 @@ async def _receive(
 
 
 @post("/api/jobs/{job_id:str}/callback", request_max_body_size=callbacks.MAX_BODY, include_in_schema=False)
-async def job_callback(request: Request, job_id: str) -> Response[dict[str, Any]]:
+async def job_callback(request: Request, job_id: FromPath[str]) -> Response[dict[str, Any]]:
     """Receive a signed completion callback for ``job_id`` (see the module docstring)."""
     settings = app_settings(request)
     received = await _receive(request, job_id, _parse)
@@ -517,7 +518,7 @@ async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
 
 
 @post("/api/jobs/{job_id:str}/chunks", request_max_body_size=callbacks.MAX_BODY, include_in_schema=False)
-async def job_chunks(request: Request, job_id: str) -> Response[dict[str, Any]]:
+async def job_chunks(request: Request, job_id: FromPath[str]) -> Response[dict[str, Any]]:
     """Receive a signed chunk progress report for ``job_id`` (see the module docstring)."""
     received = await _receive(request, job_id, _parse_report)
     if isinstance(received, Response):

@@ -72,3 +72,16 @@ async def make_job(asset: Any = None, **fields: Any) -> Any:
     }
     values.update(fields)
     return await TranscodeJob.create(**values)
+
+
+# request paths that try to leave the media roots (each must get 400 or 404, with GET and HEAD alike)
+ESCAPING_MEDIA_PATHS = [
+    "/media/in/../out/x.webm",
+    "/media/in/%2e%2e/out/x.webm",
+    "/media/in/%252e%252e/%252e%252e/etc/passwd",
+    "/media/in/..%2f..%2fetc%2fpasswd",
+    "/media/in//etc/passwd",
+    "/media/in/a%5c..%5c..%5cetc",
+    "/media/out/%00x",
+    "/media/out/..%2f..%2f..%2fetc%2fpasswd",
+]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from .conftest import make_asset, put_clip
+from .conftest import ESCAPING_MEDIA_PATHS, make_asset, put_clip
 
 
 async def _raw_get(api, path: str) -> int:
@@ -44,18 +44,7 @@ async def test_media_out_and_missing_files(api, media):
     assert (await api.http.get("/media/in/x.webm")).status_code == 404
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/media/in/../out/x.webm",
-        "/media/in/%2e%2e/out/x.webm",
-        "/media/in/%252e%252e/%252e%252e/etc/passwd",
-        "/media/in/..%2f..%2fetc%2fpasswd",
-        "/media/in//etc/passwd",
-        "/media/in/a%5c..%5c..%5cetc",
-        "/media/out/%00x",
-    ],
-)
+@pytest.mark.parametrize("path", ESCAPING_MEDIA_PATHS)
 async def test_path_escape_is_refused(api, media, path):
     (media["out"] / "x.webm").write_bytes(b"secret")
     status = await _raw_get(api, path)
@@ -117,6 +106,25 @@ async def test_readyz_is_503_when_storage_is_missing(api, media):
     media["out"].rmdir()
     r = await api.http.get("/readyz")
     assert r.status_code == 503 and r.json()["checks"]["storage"]["ok"] is False
+
+
+async def test_a_fresh_setup_is_ready_before_its_first_job(start_api, tmp_path):
+    """The app creates missing local media folders at start (make run on a fresh clone has no media/out)."""
+    fresh_in, fresh_out = tmp_path / "fresh" / "in", tmp_path / "fresh" / "out"
+    api = await start_api(MEDIA_IN=str(fresh_in), MEDIA_OUT=str(fresh_out))
+    r = await api.http.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert fresh_in.is_dir() and fresh_out.is_dir()
+
+
+async def test_a_media_folder_that_cannot_be_created_is_reported_not_fatal(start_api, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    api = await start_api(MEDIA_OUT=str(blocker / "out"))
+    r = await api.http.get("/readyz")
+    assert r.status_code == 503
+    assert "is not a directory" in r.json()["checks"]["storage"]["detail"]
+    assert (await api.http.get("/healthz")).status_code == 200
 
 
 async def test_ui_routes_serve_built_files_or_a_hint(api):
