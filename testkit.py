@@ -192,14 +192,19 @@ class Api:
         return body["data"]
 
 
-async def run_app(settings: Any, *, worker: bool = False) -> tuple[Any, asyncio.Task, httpx.AsyncClient, str]:
-    """Serve ``create_app(settings)`` with uvicorn on this loop; returns (server, task, client, url)."""
+async def run_app(
+    settings: Any, *, worker: bool = False, port: int | None = None, timeout: float = 30
+) -> tuple[Any, asyncio.Task, httpx.AsyncClient, str]:
+    """Serve ``create_app(settings)`` with uvicorn on this loop; returns (server, task, client, url).
+
+    ``port``: a port chosen beforehand (e.g. one already named in MPR_PUBLIC_URL); ``timeout``: the client's.
+    """
     import uvicorn
 
     from mpr.api.app import create_app
 
     app = create_app(settings, worker=worker, grpc=False)
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     for _ in range(500):
@@ -210,7 +215,7 @@ async def run_app(settings: Any, *, worker: bool = False) -> tuple[Any, asyncio.
         task.result()
     assert server.started, "uvicorn did not start"
     url = f"http://127.0.0.1:{port}"
-    return server, task, httpx.AsyncClient(base_url=url, timeout=30), url
+    return server, task, httpx.AsyncClient(base_url=url, timeout=timeout), url
 
 
 async def stop_app(server: Any, task: asyncio.Task, client: httpx.AsyncClient) -> None:

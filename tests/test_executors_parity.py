@@ -30,7 +30,7 @@ import httpx
 import pytest
 from mpr_storage_s3.testing import AWS_TEST_ENV, moto_server, s3_bucket  # noqa: F401
 
-from testkit import free_port, make_clip
+from testkit import free_port, make_clip, run_app, stop_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "parity-callback-secret"
@@ -97,9 +97,6 @@ class Stack:
 
 @pytest.fixture(params=["local", "lambda", "gcp"])
 async def stack(request, moto_server, s3_bucket, sqlite_db, monkeypatch, gop_clip, tmp_path):  # noqa: F811
-    import uvicorn
-
-    from mpr.api.app import create_app
     from mpr.executors import reset_executors
     from mpr.settings import get_settings
     from mpr.storage import reset_storage
@@ -167,21 +164,11 @@ async def stack(request, moto_server, s3_bucket, sqlite_db, monkeypatch, gop_cli
     s3 = moto_server.client("s3")
     await asyncio.to_thread(s3.upload_file, str(gop_clip), s3_bucket, "in/shows/clip.mp4")
 
-    app = create_app(get_settings(), worker=backend.app_worker, grpc=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started or serving.done():
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "the MPR app did not start"
-    http = httpx.AsyncClient(base_url=env["MPR_PUBLIC_URL"], timeout=60)
+    server, serving, http, _ = await run_app(get_settings(), worker=backend.app_worker, port=port, timeout=60)
     try:
         yield backend, Stack(moto_server, s3_bucket, http)
     finally:
-        await http.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(serving, 30)
+        await stop_app(server, serving, http)
         if cloud_run is not None:
             cloud_run.stop()
         reset_executors()

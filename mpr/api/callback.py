@@ -185,11 +185,8 @@ class ReplayStore:
             for entry in os.scandir(self.path):
                 if entry.name.startswith("."):
                     continue
-                try:
-                    if entry.stat().st_mtime + self.lifetime <= now:
-                        os.unlink(entry.path)
-                except FileNotFoundError:
-                    pass
+                if self._expired(Path(entry.path), now):
+                    Path(entry.path).unlink(missing_ok=True)
 
     async def close(self) -> None:
         if self._redis is not None:

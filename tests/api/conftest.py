@@ -7,6 +7,7 @@ app on the same loop as the ``db`` fixture's connections, exactly like
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,6 +73,17 @@ async def make_job(asset: Any = None, **fields: Any) -> Any:
     }
     values.update(fields)
     return await TranscodeJob.create(**values)
+
+
+async def raw_request(api: Api, method: str, path: str) -> int:
+    """Send a request line exactly as written (httpx would normalise ``..``); return the status code."""
+    host, port = api.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    return int(status_line.split()[1])
 
 
 # request paths that try to leave the media roots (each must get 400 or 404, with GET and HEAD alike)

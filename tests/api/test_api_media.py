@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from .conftest import ESCAPING_MEDIA_PATHS, make_asset, put_clip
-
-
-async def _raw_get(api, path: str) -> int:
-    """Send a request line exactly as written (httpx would normalise ``..``); return the status code."""
-    host, port = api.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    status_line = await reader.readline()
-    writer.close()
-    return int(status_line.split()[1])
+from .conftest import ESCAPING_MEDIA_PATHS, make_asset, put_clip, raw_request
 
 
 async def test_media_in_serves_whole_file_and_ranges(api, media, clips):
@@ -47,7 +34,7 @@ async def test_media_out_and_missing_files(api, media):
 @pytest.mark.parametrize("path", ESCAPING_MEDIA_PATHS)
 async def test_path_escape_is_refused(api, media, path):
     (media["out"] / "x.webm").write_bytes(b"secret")
-    status = await _raw_get(api, path)
+    status = await raw_request(api, "GET", path)
     assert status in (400, 404), (path, status)
 
 

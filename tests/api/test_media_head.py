@@ -8,7 +8,7 @@ import urllib.parse
 import pytest
 from mpr_storage_s3.testing import moto_server, s3_bucket  # noqa: F401  (fixtures)
 
-from .conftest import ESCAPING_MEDIA_PATHS, make_asset, put_clip
+from .conftest import ESCAPING_MEDIA_PATHS, make_asset, put_clip, raw_request
 
 COMPARED = ("content-length", "content-type", "accept-ranges", "content-range", "cache-control", "location")
 
@@ -18,17 +18,6 @@ def _same_headers(get, head) -> None:
     for name in COMPARED:
         assert head.headers.get(name) == get.headers.get(name), (name, get.headers.get(name), head.headers.get(name))
     assert head.content == b""
-
-
-async def _raw(api, method: str, path: str) -> int:
-    """Send a request line exactly as written (httpx would normalise ``..``); return the status code."""
-    host, port = api.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    status_line = await reader.readline()
-    writer.close()
-    return int(status_line.split()[1])
 
 
 @pytest.mark.parametrize("range_header", [None, "bytes=100-199", "bytes=-50", "bytes=1000-", "bytes=0-", "too-big"])
@@ -68,7 +57,7 @@ async def test_head_media_out_missing_and_empty_files(api, media):
 @pytest.mark.parametrize("path", ESCAPING_MEDIA_PATHS)
 async def test_head_path_escape_is_refused_exactly_like_get(api, media, path):
     (media["out"] / "x.webm").write_bytes(b"secret")
-    get_status, head_status = await _raw(api, "GET", path), await _raw(api, "HEAD", path)
+    get_status, head_status = await raw_request(api, "GET", path), await raw_request(api, "HEAD", path)
     assert head_status == get_status and head_status in (400, 404), (path, get_status, head_status)
 
 
@@ -143,7 +132,7 @@ async def test_head_redirects_like_get_for_remote_storage(start_api, s3_bucket, 
     assert head_url.path == get_url.path == f"/{s3_bucket}/out/clip.mp4"
     assert "Signature" in head_url.query or "X-Amz-Signature" in head_url.query
     for path in ("/media/out/..%2fsecret", "/media/out/%00x"):
-        assert await _raw(api, "HEAD", path) == await _raw(api, "GET", path) == 400, path
+        assert await raw_request(api, "HEAD", path) == await raw_request(api, "GET", path) == 400, path
 
 
 async def test_head_thumbnail(api, media, clips):

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
 
+from mpr import ffmpeg
+from mpr.chunker.pipeline import run_chunked
 from mpr.presets import Preset
+
+AAC_FRAME = 1024 / 48000  # seconds of one AAC frame at 48 kHz
 
 FAST = Preset(
     name="chunk-test",
@@ -89,6 +95,64 @@ def assert_same_frames(out: Media, src: Media) -> None:
             # a neighbour that shows the same picture (a duplicated frame) cannot tell them apart
             if 0 <= j < len(src.thumbs) and diff(src.thumbs[j], src.thumbs[i]) > 1.0:
                 assert here < diff(pic, src.thumbs[j]), f"output frame {i} looks like source frame {j}"
+
+
+def source_index(src: Media, t: float) -> int:
+    """Index of the first source frame at or after ``t`` seconds."""
+    return next(i for i, p in enumerate(src.pts) if p >= t - 1e-6)
+
+
+def assert_shows(pic: bytes, src: Media, k: int) -> None:
+    """``pic`` looks more like source frame ``k`` than like its neighbours."""
+    here = diff(pic, src.thumbs[k])
+    for j in (k - 1, k + 1):
+        if 0 <= j < len(src.thumbs) and diff(src.thumbs[j], src.thumbs[k]) > 1.0:
+            assert here < diff(pic, src.thumbs[j]), f"frame looks like source frame {j}, not {k}"
+
+
+def assert_like_single_pass(got: Media, ref: Media, src: Media, start: float | None, frame: float) -> None:
+    """Same frame count and times as the single pass, each frame its picture, the trim's first frame first."""
+    assert_same_frames(got, ref)
+    first = source_index(src, start or 0.0)
+    assert_shows(got.thumbs[0], src, first)  # starts at the trim start, not at the keyframe before it
+    assert_shows(got.thumbs[-1], src, first + len(got.pts) - 1)  # no frame lost or repeated on the way
+    assert abs(got.duration - ref.duration) <= frame + 1e-6, (got.duration, ref.duration)
+    assert ref.audio_seconds is not None and got.audio_seconds is not None
+    assert abs(got.audio_seconds - ref.audio_seconds) <= AAC_FRAME + 1e-6
+    # in sync: the picture starts where the single pass's does, relative to the sound
+    assert abs((got.video_start - got.audio_start) - (ref.video_start - ref.audio_start)) < 1e-3
+
+
+def single_pass(source: Path, out: Path, preset: Preset, start: float | None = None, end: float | None = None) -> Path:
+    """The reference: ``mpr.ffmpeg.build_command`` (with the trim, if any), one ffmpeg run."""
+    ffmpeg.run(ffmpeg.build_command(source, out, preset, start=start, end=end))
+    return out
+
+
+async def chunked(
+    job_id: str,
+    source: Path,
+    out: Path,
+    preset: Preset,
+    chunk_seconds: float = 1.0,
+    workers: int = 2,
+    start: float | None = None,
+    end: float | None = None,
+) -> Path:
+    """``out`` encoded by the chunk pipeline (trimmed to ``start``/``end`` if given)."""
+    await asyncio.to_thread(
+        run_chunked,
+        job_id,
+        source,
+        out,
+        preset,
+        chunk_seconds=chunk_seconds,
+        workers=workers,
+        cancel=threading.Event(),
+        trim_start=start,
+        trim_end=end,
+    )
+    return out
 
 
 class RecordingSink:

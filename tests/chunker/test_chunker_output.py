@@ -3,35 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from pathlib import Path
 
 import pytest
 
-from mpr import ffmpeg
 from mpr.chunker import concat, encode_audio, encode_chunk, plan_chunks
-from mpr.chunker.pipeline import run_chunked
 from mpr.models import ChunkStatus, JobChunk
-from tests.chunker.chunkcheck import assert_same_frames, inspect
-
-
-def single_pass(source: Path, out: Path, preset) -> Path:
-    ffmpeg.run(ffmpeg.build_command(source, out, preset))
-    return out
-
-
-async def chunked(job_id: str, source: Path, out: Path, preset, chunk_seconds: float = 1.0, workers: int = 2) -> Path:
-    await asyncio.to_thread(
-        run_chunked,
-        job_id,
-        source,
-        out,
-        preset,
-        chunk_seconds=chunk_seconds,
-        workers=workers,
-        cancel=threading.Event(),
-    )
-    return out
+from tests.chunker.chunkcheck import assert_same_frames, chunked, inspect, single_pass
 
 
 def assert_av(out, src, frame: float) -> None:

@@ -17,23 +17,22 @@ import pytest
 from mpr import events, ffmpeg, jobs, service
 from mpr.builtin_presets import STATIC_PRESETS
 from mpr.chunker import concat, encode_audio, encode_chunk, placement, plan_chunks
-from mpr.chunker.pipeline import Pipeline, run_chunked, work_dir_for
+from mpr.chunker.pipeline import Pipeline, work_dir_for
 from mpr.errors import FFmpegError, MprError, ValidationError
 from mpr.execute import run_job
 from mpr.models import ChunkStatus, JobChunk, JobStatus, TranscodeJob, TranscodePreset
 from mpr.plugins import register_plugin, unregister_plugin
 from mpr.presets import preset_from_model
 from mpr.probe import probe
-from tests.chunker.chunkcheck import Media, assert_same_frames, diff, inspect
+from tests.chunker.chunkcheck import (
+    AAC_FRAME,
+    assert_like_single_pass,
+    assert_same_frames,
+    chunked,
+    inspect,
+    single_pass,
+)
 from tests.core_helpers import FakeExecutorPlugin, ready_asset, synced
-
-AAC_FRAME = 1024 / 48000
-
-
-def single_pass(source: Path, out: Path, preset, start: float | None, end: float | None) -> Path:
-    """The reference: ``mpr.ffmpeg.build_command`` with the trim, one ffmpeg run."""
-    ffmpeg.run(ffmpeg.build_command(source, out, preset, start=start, end=end))
-    return out
 
 
 def stream_starts(path: Path) -> tuple[float, float]:
@@ -41,48 +40,6 @@ def stream_starts(path: Path) -> tuple[float, float]:
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
         return float(v.start_time * v.time_base), float(a.start_time * a.time_base)
-
-
-def source_index(src: Media, t: float) -> int:
-    """Index of the first source frame at or after ``t`` seconds."""
-    return next(i for i, p in enumerate(src.pts) if p >= t - 1e-6)
-
-
-def assert_shows(pic: bytes, src: Media, k: int) -> None:
-    """``pic`` looks more like source frame ``k`` than like its neighbours."""
-    here = diff(pic, src.thumbs[k])
-    for j in (k - 1, k + 1):
-        if 0 <= j < len(src.thumbs) and diff(src.thumbs[j], src.thumbs[k]) > 1.0:
-            assert here < diff(pic, src.thumbs[j]), f"frame looks like source frame {j}, not {k}"
-
-
-def assert_like_single_pass(got: Media, ref: Media, src: Media, start: float | None, frame: float) -> None:
-    """Same frame count and times as the single pass, each frame its picture, the trim's first frame first."""
-    assert_same_frames(got, ref)
-    first = source_index(src, start or 0.0)
-    assert_shows(got.thumbs[0], src, first)  # starts at the trim start, not at the keyframe before it
-    assert_shows(got.thumbs[-1], src, first + len(got.pts) - 1)  # no frame lost or repeated on the way
-    assert abs(got.duration - ref.duration) <= frame + 1e-6, (got.duration, ref.duration)
-    assert ref.audio_seconds is not None and got.audio_seconds is not None
-    assert abs(got.audio_seconds - ref.audio_seconds) <= AAC_FRAME + 1e-6
-    # in sync: the picture starts where the single pass's does, relative to the sound
-    assert abs((got.video_start - got.audio_start) - (ref.video_start - ref.audio_start)) < 1e-3
-
-
-async def run_trimmed(job_id, source, out, preset, start, end, chunk_seconds=1.0, workers=2) -> Path:
-    await asyncio.to_thread(
-        run_chunked,
-        job_id,
-        source,
-        out,
-        preset,
-        chunk_seconds=chunk_seconds,
-        workers=workers,
-        cancel=threading.Event(),
-        trim_start=start,
-        trim_end=end,
-    )
-    return out
 
 
 TRIMS = [
@@ -105,7 +62,7 @@ async def test_trimmed_chunked_output_matches_the_trimmed_single_pass(
 ):
     source = sources[kind]
     job_id = await new_job(trim_start=start, trim_end=end)
-    out = await run_trimmed(job_id, source, tmp_path / "chunked.mp4", preset, start, end)
+    out = await chunked(job_id, source, tmp_path / "chunked.mp4", preset, start=start, end=end)
     ref_path = await asyncio.to_thread(single_pass, source, tmp_path / "single.mp4", preset, start, end)
     src, got, ref = inspect(source), inspect(out), inspect(ref_path)
     assert len(got.pts) == len(ref.pts) > 0
@@ -148,7 +105,7 @@ async def test_trim_without_video_frames_fails_before_any_chunk(sources, preset,
     # the picture of "late_video" starts at 0.2 s: a trim of its first 0.15 s has sound only
     job_id = await new_job(trim_end=0.15)
     with pytest.raises(MprError, match="holds no video frame"):
-        await run_trimmed(job_id, sources["late_video"], tmp_path / "o.mp4", preset, None, 0.15)
+        await chunked(job_id, sources["late_video"], tmp_path / "o.mp4", preset, start=None, end=0.15)
     assert await JobChunk.filter(job_id=job_id).count() == 0
     assert not (tmp_path / "o.mp4").exists()
 
@@ -156,7 +113,7 @@ async def test_trim_without_video_frames_fails_before_any_chunk(sources, preset,
 async def test_trimmed_late_video_keeps_its_offset_to_the_audio(sources, preset, sqlite_db, new_job, tmp_path):
     source = sources["late_video"]
     job_id = await new_job(trim_start=0.1, trim_end=2.5)
-    out = await run_trimmed(job_id, source, tmp_path / "late.mp4", preset, 0.1, 2.5)
+    out = await chunked(job_id, source, tmp_path / "late.mp4", preset, start=0.1, end=2.5)
     ref_path = await asyncio.to_thread(single_pass, source, tmp_path / "single.mp4", preset, 0.1, 2.5)
     # the picture starts 0.2 s into the source, so 0.1 s into the trim: 0.12 s on the encoder's 1/25 s grid,
     # in both files; the single pass (ffmpeg 5.1) starts its sound 0.07 s late, the chunked job at the trim start
@@ -171,7 +128,7 @@ async def test_trimmed_late_video_keeps_its_offset_to_the_audio(sources, preset,
 
 async def test_audio_only_source_is_trimmed_in_one_pass(sources, preset, sqlite_db, new_job, tmp_path):
     job_id = await new_job(trim_start=0.5, trim_end=1.5)
-    out = await run_trimmed(job_id, sources["audio"], tmp_path / "tone.mp4", preset, 0.5, 1.5)
+    out = await chunked(job_id, sources["audio"], tmp_path / "tone.mp4", preset, start=0.5, end=1.5)
     ref = inspect(await asyncio.to_thread(single_pass, sources["audio"], tmp_path / "single.mp4", preset, 0.5, 1.5))
     got = inspect(out)
     assert got.pts == [] and ref.pts == []
@@ -186,7 +143,7 @@ async def test_trim_with_a_frame_rate_change_is_encoded_in_one_pass(
     # the fps filter would place frames differently at a cut off its output grid: no chunks for such a trim
     fps15 = dataclasses.replace(preset, fps=15)
     job_id = await new_job(trim_start=0.53, trim_end=3.47)
-    out = await run_trimmed(job_id, sources["normal"], tmp_path / "o.mp4", fps15, 0.53, 3.47)
+    out = await chunked(job_id, sources["normal"], tmp_path / "o.mp4", fps15, start=0.53, end=3.47)
     ref = inspect(await asyncio.to_thread(single_pass, sources["normal"], tmp_path / "s.mp4", fps15, 0.53, 3.47))
     got = inspect(out)
     assert len(got.pts) == len(ref.pts) == 44  # 2.94 s at 15 fps

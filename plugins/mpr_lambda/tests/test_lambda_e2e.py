@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from mpr.settings import get_settings
-from testkit import free_port, make_clip
+from testkit import free_port, make_clip, run_app, stop_app
 
 sys.path.insert(0, str(Path(__file__).parent))
 from asl_player import Player, handlers_from_template
@@ -84,10 +84,6 @@ async def stack(moto_server, s3_bucket, sqlite_db, monkeypatch, gop_clip, asl):
 @asynccontextmanager
 async def serve_stack(moto_server, s3_bucket, monkeypatch, gop_clip, asl) -> AsyncIterator[Stack]:
     """The app (executor lambda, media in the bucket) serving on this loop, the clip uploaded, the machine deployed."""
-    import uvicorn
-
-    from mpr.api.app import create_app
-
     # the handlers really run here: moto only records the execution (RUNNING until stopped)
     arns = await asyncio.to_thread(lambda: deploy(moto_server, asl, execute=False))
     port = free_port()
@@ -108,21 +104,11 @@ async def serve_stack(moto_server, s3_bucket, monkeypatch, gop_clip, asl) -> Asy
     get_settings.cache_clear()
     s3 = moto_server.client("s3")
     await asyncio.to_thread(s3.upload_file, str(gop_clip), s3_bucket, "in/shows/clip.mp4")
-    app = create_app(get_settings(), worker=False, grpc=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    for _ in range(250):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.02)
-    assert server.started, "the MPR app did not start"
-    http = httpx.AsyncClient(base_url=env["MPR_PUBLIC_URL"], timeout=60)
+    server, task, http, url = await run_app(get_settings(), port=port, timeout=60)
     try:
-        yield Stack(moto_server, s3_bucket, env["MPR_PUBLIC_URL"], http, arns["arn"])
+        yield Stack(moto_server, s3_bucket, url, http, arns["arn"])
     finally:
-        await http.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+        await stop_app(server, task, http)
 
 
 async def submit(stack: Stack, chunk_seconds: float = 1.0) -> tuple[dict, dict]:

@@ -21,8 +21,7 @@ from mpr_lambda import handler
 from mpr import ffmpeg
 from mpr.presets import Preset
 from testkit import CountingProxy, make_clip
-from tests.chunker.chunkcheck import assert_same_frames, inspect
-from tests.chunker.test_chunker_trim import assert_like_single_pass
+from tests.chunker.chunkcheck import assert_like_single_pass, assert_same_frames, inspect
 
 sys.path.insert(0, str(Path(__file__).parent))
 
