@@ -12,11 +12,10 @@ ffmpeg must not outlive the process that runs it (see :func:`run` and
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -57,7 +56,6 @@ _SPEED_NUMBERS = {
 
 STOP_GRACE = 0.3  # seconds between SIGTERM and SIGKILL when cancelling; partial output is deleted anyway
 OWNER_ENV = "MPR_FFMPEG_OWNER"  # "<pid>:<start time>" of the MPR process that started this ffmpeg
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Cancelled(FFmpegError):
@@ -400,43 +398,28 @@ def _owner_token(pid: int) -> str:
     return f"{pid}:{_start_time(pid) or 0}"
 
 
-def _prctl() -> Callable[..., int] | None:
-    if not os.path.exists("/proc/self"):  # not Linux: no PR_SET_PDEATHSIG
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return libc.prctl
-    except (OSError, AttributeError):
-        return None
+_SETPRIV = shutil.which("setpriv")  # util-linux: present on every Debian/Ubuntu system
 
 
-_PRCTL = _prctl()
-
-
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the kernel SIGKILL ffmpeg when the thread that started it dies.
+def _with_parent_death_signal(argv: list[str]) -> list[str]:
+    """``argv`` run under ``setpriv --pdeathsig KILL``: the kernel SIGKILLs ffmpeg when the thread that started it dies.
 
     ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits,
     not the process. That is what MPR needs: :func:`run` starts ffmpeg and
     waits for it in the same thread (a job's consumer thread, a chunker
     worker), which only returns once ffmpeg has ended, so the signal can
     come only from the worker process dying (SIGKILL, out-of-memory killer,
-    a crash). The parent check closes the race of the parent dying between
-    fork and prctl. It runs between fork and exec with only ctypes calls
-    resolved before the fork, so it takes no lock another thread could hold.
+    a crash). ``setpriv`` sets it and execs ffmpeg in the same process (same
+    pid, the setting survives exec). It is not set from a ``preexec_fn``:
+    Python code between fork and exec in a process with other threads can
+    crash or deadlock the child (a CI run saw ffmpeg "exit -11" that way).
+    Without setpriv, or when the binary is not found (Popen then reports it
+    as usual), ffmpeg runs as it is and :func:`kill_orphans` is the safety net.
     """
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-    getppid = os.getppid
-    sigkill = int(signal.SIGKILL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if getppid() != parent:
-            os._exit(1)
-
-    return preexec
+    exe = shutil.which(argv[0]) if _SETPRIV else None
+    if exe is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", exe, *argv[1:]]
 
 
 def find_orphans(owner_pids: set[int] | None = None) -> list[int]:
@@ -534,7 +517,7 @@ def run(
     If this process is killed outright (SIGKILL: nothing runs to clean up),
     ffmpeg would go on to the end: it ignores SIGPIPE and keeps encoding
     after its progress pipe breaks. On Linux the kernel kills it at once
-    (``PR_SET_PDEATHSIG``, see :func:`_die_with_parent`); the environment
+    (``PR_SET_PDEATHSIG``, see :func:`_with_parent_death_signal`); the environment
     marker ``MPR_FFMPEG_OWNER`` lets the local reaper find and kill whatever
     the death signal did not reach (:func:`kill_orphans`).
     """
@@ -542,13 +525,12 @@ def run(
         raise FFmpegError("empty ffmpeg command")
     try:
         proc = subprocess.Popen(
-            argv,
+            _with_parent_death_signal(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
             env={**os.environ, OWNER_ENV: owner_token()},
-            preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - ctypes prctl only, see its docstring
         )
     except OSError as exc:
         raise FFmpegError(f"cannot start ffmpeg ({argv[0]}): {exc.strerror or exc}") from exc
