@@ -7,13 +7,21 @@ MPR    := $(VENV)/bin/mpr
 PLUGINS := plugins/mpr_storage_s3 plugins/mpr_local plugins/mpr_lambda plugins/mpr_gcp
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test proto ui docs sample lint clean
+.PHONY: install run test proto ui docs sample lint clean constraints
 
-$(STAMP): pyproject.toml $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
+$(STAMP): pyproject.toml constraints.txt $(foreach p,$(PLUGINS),$(p)/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(p))
+	$(PIP) install -q -c constraints.txt -e '.[test]' $(foreach p,$(PLUGINS),-e $(p))
 	touch $(STAMP)
+
+# re-pin constraints.txt to the newest releases the pyproject ranges allow (then run make test before committing)
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/pip install -q --upgrade pip
+	.venv-constraints/bin/pip install -q -e '.[test]' $(foreach p,$(PLUGINS),-e $(p))
+	{ sed -n '1,2p' constraints.txt; .venv-constraints/bin/pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .venv-constraints
 
 install: $(STAMP) proto ui
 

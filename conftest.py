@@ -47,6 +47,7 @@ def media(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     for name in ("MPR_REDIS_URL", "MPR_API_TOKEN", "MPR_EXECUTOR", "MPR_DATABASE_URL", "MEDIA_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MPR_DATABASE_URL", f"sqlite://{paths['var'] / 'mpr.db'}")
+    monkeypatch.setenv("MPR_SCAN_INTERVAL", "0")  # no watch-folder scans behind a test's back (tests opt in)
     _reset_caches()
     yield paths
     _reset_caches()

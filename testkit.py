@@ -96,6 +96,15 @@ def make_clip(
     return path
 
 
+def copies_on_disk(root: Path, original: Path) -> tuple[int, int]:
+    """What lies under ``root`` right now: (number of files with exactly ``original``'s bytes, bytes of all files)."""
+    want = original.read_bytes()
+    files = [p for p in Path(root).rglob("*") if p.is_file()]
+    return sum(1 for p in files if p.stat().st_size == len(want) and p.read_bytes() == want), sum(
+        p.stat().st_size for p in files
+    )
+
+
 def _reset_caches() -> None:
     from mpr.executors import reset_executors
     from mpr.plugins import reset_plugins

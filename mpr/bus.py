@@ -455,6 +455,23 @@ def get_bus(settings: Settings | None = None) -> InProcessBus | RedisStreamsBus:
         return _bus
 
 
+def local_bus_warning(settings: Settings, command: str) -> str | None:
+    """The start-up warning of ``command`` (``mpr worker``, ...) when its events cannot leave the process.
+
+    None when ``MPR_REDIS_URL`` is set. Without it, events live in one
+    process's memory: what a separate ``mpr worker`` emits never reaches the
+    ``mpr serve`` or ``mpr grpc`` that streams to the UIs (job status in the
+    database stays right; only live progress is missing).
+    """
+    if settings.redis_url:
+        return None
+    return (
+        f"Warning: {command} without MPR_REDIS_URL: job events stay inside this process, so live progress "
+        "from other MPR processes (mpr worker, mpr serve --no-worker, mpr grpc) is not seen. "
+        "Set MPR_REDIS_URL (the same Redis for every MPR process) for live progress across processes."
+    )
+
+
 def subscribe(job_id: str | None, after_seq: int = 0) -> AsyncIterator[JobEvent]:
     """Events of ``job_id`` (None = all jobs) after ``after_seq``, then live ones; never ends by itself."""
     return get_bus().subscribe(job_id, after_seq)

@@ -266,6 +266,18 @@ def retry(job_id: str) -> None:
     click.echo(f"job {job.id} {job.status.value}")
 
 
+@cli.command()
+@click.argument("job_id")
+@click.option("--output", is_flag=True, help="Also delete the job's output file from MEDIA_OUT.")
+def delete(job_id: str, output: bool) -> None:
+    """Delete a finished job (completed, failed or cancelled); a running one must be cancelled first."""
+    from mpr import service
+
+    _db_ready(sync=False)
+    _run(service.delete_job(job_id, delete_output=output))
+    click.echo(f"job {job_id} deleted" + (" with its output" if output else ""))
+
+
 def _media_key(file: str, copy_in: bool) -> str:
     """The MEDIA_IN key for FILE: a path under MEDIA_IN, a key relative to it, or (``--copy-in``) a copy."""
     from mpr.local_storage import LocalStorage
@@ -437,6 +449,15 @@ def run_foreground(job_id: Any, *, label: str = "", progress: bool = True) -> An
 # --------------------------------------------------------------------------- servers
 
 
+def _warn_local_bus(command: str) -> None:
+    """Say once, on stderr, that live progress across processes needs MPR_REDIS_URL (when it is unset)."""
+    from mpr.bus import local_bus_warning
+
+    message = local_bus_warning(_settings(), command)
+    if message:
+        click.echo(message, err=True)
+
+
 @cli.command()
 @click.option("--host", default=None, help="Bind address (default MPR_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="HTTP port (default MPR_PORT, 8702).")
@@ -452,6 +473,8 @@ def serve(host: str | None, port: int | None, no_worker: bool, no_grpc: bool, in
     from mpr.executors import get_executor
     from mpr.storage import media_in, media_out
 
+    if no_worker:
+        _warn_local_bus("mpr serve --no-worker")
     # fail at start-up, naming the package to install, when a selected plugin is missing
     get_executor(_settings().executor)
     media_in()
@@ -475,6 +498,7 @@ def grpc_command(port: int | None, host: str | None) -> None:
     """Run only the native gRPC event stream (ChunkerService)."""
     from mpr.grpc.server import serve as run_grpc
 
+    _warn_local_bus("mpr grpc")
     run_grpc(port, host)
 
 

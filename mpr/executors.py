@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from mpr.plugins import load_plugins, missing_plugin_error
 
@@ -18,8 +19,18 @@ class Executor(Protocol):
     ``submit`` is called after the job row exists in PENDING; it returns an
     external id (an execution ARN, a Cloud Run execution name) or None.
     ``cancel`` is called after the job moved to CANCELLED and must stop any
-    work still running for it. Executors without callbacks may implement
-    ``async poll(job)`` to report a run that died silently. An executor that
+    work still running for it.
+
+    Executors without callbacks (or whose callback may never come) implement
+    ``async poll(job)``: ``mpr serve`` calls it every ``MPR_POLL_INTERVAL``
+    seconds for each of the executor's PROCESSING jobs and PENDING jobs with an
+    external id (:mod:`mpr.polling`). Returning a :class:`PollResult` lets the
+    core apply it like a callback; any other value is only reported (the
+    executor moved the job itself). An executor that follows some jobs itself
+    may add ``watching(job) -> bool``; the poll loop skips a job while it is
+    true. An executor that keeps work files of its own (chunks in a bucket)
+    may add ``async discard(job)``: ``deleteJob`` calls it to remove them.
+    An executor that
     runs trimmed chunked jobs in chunks sets ``chunked_trim = True`` (local,
     lambda, gcp); for the others such a job is refused when it is created.
     """
@@ -31,6 +42,24 @@ class Executor(Protocol):
     async def submit(self, job: TranscodeJob) -> str | None: ...
 
     async def cancel(self, job: TranscodeJob) -> None: ...
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What ``poll`` learned about a job's run, applied by :func:`mpr.polling.apply_result`.
+
+    ``status``: ``running`` (nothing to do), ``completed`` (the output is at
+    ``output_key``, default the job's; probed and recorded as a completed
+    callback would), ``failed`` (``error`` says why) or ``cancelled``.
+    ``state`` is the executor's own word for it (``ABORTED``), shown by poll
+    commands. A job that is already final is never changed.
+    """
+
+    status: Literal["running", "completed", "failed", "cancelled"]
+    error: str = ""
+    output_key: str | None = None
+    metrics: dict[str, Any] | None = None
+    state: str = ""
 
 
 _instances: dict[str, Executor] = {}

@@ -215,6 +215,162 @@ def _exact_audio_copy(src: str | Path, vcodec: str | None) -> bool:
     return not has_video(src)
 
 
+# Samples every decoder drops at the start of an mp3 with a LAME/Info tag on top of the tag's
+# "encoder delay" field (the MDCT/filterbank delay of the LAME gapless convention).
+_MP3_DECODER_DELAY = 529
+
+
+@dataclass(frozen=True)
+class _Mp3Copy:
+    """What a stream copy into the mp3 muxer needs to know about an mp3 source (see :func:`_mp3_copy`)."""
+
+    seek_back: float  # seconds to seek before the start so the first sample decoded is the start
+    frame: float  # seconds of one packet
+    padded_from: float | None  # where (s) the source's packets with end padding start, if any
+
+
+def _mp3_copy(src: str | Path) -> _Mp3Copy | None:
+    """Timing facts that make a stream copy of the mp3 ``src`` into the mp3 muxer start and end right.
+
+    ffmpeg's mp3 muxer writes a LAME "Info" tag whose delay field is the
+    first packet's skip-samples minus 529, floored at 0, and every decoder
+    that reads the tag drops field + 529 samples at the start. A cut that
+    starts mid-stream (no skip-samples) therefore always loses the first 529
+    samples of its first packet: seeking 529 samples earlier makes the first
+    sample heard the first one at or after the start (to within a frame).
+
+    The end: ffmpeg 5.1's muxer reads that delay field from *any* packet's
+    skip-samples side data while it is still 0, with unsigned arithmetic,
+    so the source's last packet(s), whose side data carries the end padding
+    (skip 0), set it to -529 and the tag says 3567: decoders then skip 4096
+    samples (85 ms at 48 kHz, 93 ms at 44.1 kHz) at the start of any cut
+    that runs to the end of the file. Stream copy cannot keep those padded
+    packets without that tag (no ffmpeg option strips side data, and
+    ``-write_xing 0`` loses the duration and seek table of VBR files), so
+    such a cut stops before them: it loses the last frame's real samples
+    (up to one frame) instead of 85 ms at its start. Returns None when
+    ``src`` cannot be read (ffmpeg then reports the error).
+    """
+    import av
+
+    try:
+        with av.open(os.fspath(src)) as container:
+            stream = container.streams.audio[0]
+            rate = stream.sample_rate or stream.codec_context.sample_rate
+            if not rate:
+                return None
+            start_time = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            padded_from = None
+            if container.duration:
+                # the padded packets are the last ones; seek there rather than read the whole file
+                container.seek(max(0, container.duration - 2_000_000), any_frame=False)
+                for packet in container.demux(stream):
+                    if packet.pts is None or not packet.has_sidedata("skip_samples"):
+                        continue
+                    padding = int.from_bytes(bytes(packet.get_sidedata("skip_samples"))[4:8], "little")
+                    if padding:
+                        padded_from = float(packet.pts * packet.time_base) - start_time
+                        break
+    except (av.FFmpegError, IndexError, OSError, ValueError) as exc:
+        log.debug("cannot read mp3 timing of %s: %s", src, exc)
+        return None
+    frame = (stream.codec_context.frame_size or 1152) / rate
+    return _Mp3Copy(seek_back=_MP3_DECODER_DELAY / rate, frame=frame, padded_from=padded_from)
+
+
+def _output_muxer(preset: Preset, dst: str | Path) -> str:
+    """The ffmpeg muxer that writes ``dst`` (for a "source" container: the one its extension names)."""
+    if preset.container != SOURCE_CONTAINER:
+        return CONTAINERS[preset.container][0]
+    ext = Path(str(dst)).suffix.lstrip(".").lower()
+    return next((muxer for muxer, e in CONTAINERS.values() if e == ext), ext)
+
+
+# Text subtitle codecs ffmpeg decodes and can write again as another text format.
+TEXT_SUBTITLES = frozenset(
+    {"subrip", "srt", "ass", "ssa", "mov_text", "webvtt", "text", "microdvd", "subviewer", "subviewer1"}
+    | {"jacosub", "sami", "realtext", "mpl2", "pjs", "vplayer", "stl"}
+)
+# output muxer -> (subtitle codecs it stores as they are, the encoder other text subtitles are converted with);
+# any other muxer gets no subtitles
+SUBTITLE_MUXERS: dict[str, tuple[frozenset[str], str]] = {
+    "mp4": (frozenset({"mov_text"}), "mov_text"),
+    "mov": (frozenset({"mov_text"}), "mov_text"),
+    "matroska": (
+        frozenset({"subrip", "ass", "ssa", "webvtt", "dvd_subtitle", "hdmv_pgs_subtitle", "dvb_subtitle"}),
+        "srt",
+    ),
+    "webm": (frozenset({"webvtt"}), "webvtt"),
+}
+# muxers that store cover art (an attached picture) beside the audio; elsewhere it is dropped
+_COVER_ART_MUXERS = frozenset({"mp4", "mov", "ipod", "matroska", "mp3", "flac"})
+# muxers that hold a single audio stream: the first audio track goes there
+_ONE_AUDIO_MUXERS = frozenset({"mp3", "flac", "wav", "adts", "aac", "ac3", "eac3", "aiff", "aif", "wv"})
+# file extensions of a "source" container -> the muxer ffmpeg picks for them (the tables above use muxer names)
+_MUXER_ALIASES = {"mkv": "matroska", "mka": "matroska", "m4v": "mp4", "m4a": "ipod", "3gp": "mp4", "qt": "mov"}
+
+
+def _subtitle_args(src: str | Path, muxer: str) -> list[str]:
+    """``-map``/``-c:s`` arguments that keep the subtitles of ``src`` which ``muxer`` can hold.
+
+    A subtitle the muxer stores as it is gets copied; another text subtitle is
+    converted (mp4/mov: mov_text, webm: webvtt, mkv: srt); a bitmap subtitle
+    the muxer cannot store is dropped, as are all subtitles for other muxers.
+    The streams come from :func:`mpr.probe.stream_list` (none if unreadable).
+    """
+    if muxer not in SUBTITLE_MUXERS:
+        return []
+    from mpr.probe import stream_list
+
+    kept, convert_to = SUBTITLE_MUXERS[muxer]
+    args: list[str] = []
+    n = 0
+    for stream in stream_list(src) or []:
+        if stream.get("type") != "subtitle":
+            continue
+        codec = stream.get("codec")
+        if codec in kept:
+            encoder = "copy"
+        elif codec in TEXT_SUBTITLES:
+            encoder = convert_to
+        else:
+            continue
+        args += ["-map", f"0:{stream['index']}", f"-c:s:{n}", encoder]
+        n += 1
+    return args
+
+
+def stream_maps(
+    src: str | Path, dst: str | Path, preset: Preset, *, video: bool = True, audio: bool = True
+) -> list[str]:
+    """The ``-map`` arguments (and per-subtitle ``-c:s:N``) of :func:`build_command`.
+
+    Stream copy (the ``copy`` preset, or any preset that re-encodes nothing)
+    keeps every video stream (cover art only where the container stores it),
+    every audio track and the subtitles the container can hold. A transcode
+    keeps the first video stream (never cover art), every audio track (each
+    encoded with the preset's audio settings) and the subtitles (see
+    :func:`_subtitle_args`). A container that holds one audio stream (mp3,
+    flac, wav...) gets the first track. Data and attachment streams are never
+    mapped. Every map of a whole stream type is optional (``?``), so a source
+    without it is not an error. ``video=False``/``audio=False`` (the chunker's
+    parts) map no subtitles.
+    """
+    muxer = _output_muxer(preset, dst)
+    muxer = _MUXER_ALIASES.get(muxer, muxer)
+    args: list[str] = []
+    if video and preset.video_codec is not None:
+        if not preset.is_copy:
+            args += ["-map", "0:V:0?"]
+        else:
+            args += ["-map", "0:v?" if muxer in _COVER_ART_MUXERS else "0:V?"]
+    if audio and preset.audio_codec is not None:
+        args += ["-map", "0:a:0?" if muxer in _ONE_AUDIO_MUXERS else "0:a?"]
+    if video and audio:
+        args += _subtitle_args(src, muxer)
+    return args
+
+
 def build_command(
     src: str | Path,
     dst: str | Path,
@@ -232,8 +388,12 @@ def build_command(
     frame-accurate (input seek, then decode from the previous keyframe); with
     the ``copy`` preset it snaps to the keyframe before ``start``. Copied
     audio without copied video starts at the first packet at or after
-    ``start`` (see :func:`_exact_audio_copy`). A trimmed FLAC file is the
-    exception to stream copy (see :func:`_copy_codec`).
+    ``start`` (see :func:`_exact_audio_copy`); an mp3 copied into an .mp3
+    is seeked and ended so decoders' LAME-tag skip lands on it (see
+    :func:`_mp3_copy`). A trimmed FLAC file is the exception to stream copy
+    (see :func:`_copy_codec`).
+    Which streams go in is :func:`stream_maps`'s choice (all audio tracks,
+    subtitles the container holds, no data or attachment streams).
     ``video=False``/``audio=False`` drop that stream (the chunker encodes
     them separately). Progress goes to stdout (``-progress pipe:1``).
     """
@@ -241,18 +401,30 @@ def build_command(
         raise ValidationError("trim start must be >= 0")
     if start is not None and end is not None and end <= start:
         raise ValidationError(f"trim end ({end}) must be after trim start ({start})")
-    in_kwargs: dict[str, object] = {}
-    if start:
-        in_kwargs["ss"] = f"{start:.6f}"
-    stream = ffmpeg_python.input(_local_arg(src), **in_kwargs)
-
-    out: dict[str, object] = {}
-    if end is not None:
-        out["t"] = f"{end - (start or 0.0):.6f}"
     vcodec = preset.video_codec if video else None
     acodec = preset.audio_codec if audio else None
     if acodec == "copy" and (start or end is not None):
         acodec = _copy_codec(preset, dst)
+    exact_audio = bool(start) and acodec == "copy" and _exact_audio_copy(src, vcodec)
+    seek, length = start, (end - (start or 0.0) if end is not None else None)
+    mp3 = _mp3_copy(src) if exact_audio and _output_muxer(preset, dst) == "mp3" else None
+    if mp3 is not None:
+        seek = max(0.0, start - mp3.seek_back)
+        if length is not None:
+            length += start - seek  # the same end
+        if mp3.padded_from is not None:
+            # stop half a frame before the first packet with end padding (see _mp3_copy)
+            limit = mp3.padded_from - seek - mp3.frame / 2
+            if limit > 0 and (length is None or length > limit):
+                length = limit
+    in_kwargs: dict[str, object] = {}
+    if seek or start:
+        in_kwargs["ss"] = f"{seek:.6f}"
+    stream = ffmpeg_python.input(_local_arg(src), **in_kwargs)
+
+    out: dict[str, object] = {}
+    if length is not None:
+        out["t"] = f"{length:.6f}"
     extra = dict(preset.extra or {})
 
     if vcodec is None:
@@ -290,11 +462,17 @@ def build_command(
         if preset.channels:
             out["ac"] = preset.channels
     out.update(_extra_args(extra, video=vcodec not in (None, "copy")))
-    out["sn"] = None
+    maps = stream_maps(src, dst, preset, video=video, audio=audio)
+    if "-c:s:0" not in maps:
+        out["sn"] = None
     out["dn"] = None
-    if vcodec == "copy" or acodec == "copy":
+    if start and (vcodec == "copy" or acodec == "copy"):
+        # Only a seek makes copied packets start below 0. Without one the source's own
+        # negative timestamps are its encoder priming (AAC's first 1024 samples), which the
+        # muxer keeps out of the timeline (an mp4 edit list); make_zero would shift the whole
+        # track by the priming instead, so players would play it (21 ms at 48 kHz).
         out["avoid_negative_ts"] = "make_zero"
-    if start and acodec == "copy" and _exact_audio_copy(src, vcodec):
+    if exact_audio:
         out["copypriorss:a"] = 0
     if preset.container != SOURCE_CONTAINER:
         out["f"] = CONTAINERS[preset.container][0]
@@ -305,7 +483,10 @@ def build_command(
     stream = ffmpeg_python.output(stream, _local_arg(dst), **out).global_args(
         "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats"
     )
-    return stream.compile(cmd=ffmpeg_binary(ffmpeg), overwrite_output=True)
+    argv = stream.compile(cmd=ffmpeg_binary(ffmpeg), overwrite_output=True)
+    # ffmpeg-python cannot repeat an option: the maps go in as a list, just before the output file
+    i = argv.index(_local_arg(dst))
+    return [*argv[:i], *maps, *argv[i:]]
 
 
 def _seconds(value: str) -> float | None:

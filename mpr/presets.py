@@ -108,6 +108,9 @@ CONTAINERS = tuple(CONTAINER_CODECS)
 
 X26X_SPEEDS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 NUMERIC_SPEEDS = {"libvpx-vp9": (0, 8), "libvpx": (0, 8), "libsvtav1": (0, 13), "libaom-av1": (0, 8)}
+# Encoders that keep a 4:2:2/4:4:4/10-bit source's format unless told otherwise, which most browsers
+# and phones cannot play: a preset using one gets pix_fmt yuv420p unless it sets another itself.
+DEFAULT_YUV420P_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 _BITRATE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[kKmM]?$")
@@ -316,6 +319,8 @@ def validate_preset(data: dict[str, Any] | Preset, *, encoders: frozenset[str] |
     video_only = {k for k in extra if k not in ("faststart",)}
     if video_only and not encoding_video:
         raise _fail("extra", f"{', '.join(sorted(video_only))} only apply when encoding video")
+    if video_codec in DEFAULT_YUV420P_CODECS and "pix_fmt" not in extra:
+        extra["pix_fmt"] = "yuv420p"
 
     return Preset(
         name=name,

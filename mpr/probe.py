@@ -285,6 +285,17 @@ def has_video(path: str | os.PathLike[str]) -> bool:
         return True
 
 
+def stream_list(source: str | os.PathLike[str]) -> list[dict[str, Any]] | None:
+    """Every stream of ``source`` (a file or an http(s) URL) as :func:`probe` stores it in ``raw["streams"]``
+    (index, type, codec, cover_art, ...), read from the header only; None when it cannot be read."""
+    try:
+        with av.open(str(source), mode="r", metadata_errors="ignore") as container:
+            return [_stream_info(s) for s in container.streams]
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        log.debug("cannot list the streams of %s: %s", source, exc)
+        return None
+
+
 def keyframe_times(path: str | os.PathLike[str]) -> list[float]:
     """Presentation times (seconds, ascending, from the file's start) of the first video stream's keyframes.
 

@@ -3,7 +3,14 @@
 The walk goes through the MEDIA_IN storage backend, so the same code scans a
 local folder, S3 or GCS. A file that cannot be probed becomes an asset with
 status ``error`` and a readable message; the scan goes on. Scanning again
-registers only files it has not seen (idempotent).
+registers only files it has not seen (idempotent). A known file whose size
+changed (it was still being copied when first scanned, or was replaced) is
+probed again.
+
+The watch folder (:mod:`mpr.watch`) passes the sizes and mtimes of its last
+look (``previous_looks``): a new or changed file is then probed only once it
+has looked the same twice, so a file still being copied is left for a later
+pass instead of being registered half-written.
 
 An asset whose file is no longer listed becomes ``missing`` (jobs cannot be
 created from it); a later scan that lists the file again probes it and
@@ -17,6 +24,7 @@ import asyncio
 import datetime
 import logging
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tortoise.exceptions import IntegrityError
@@ -26,7 +34,7 @@ from mpr.jobs import now
 from mpr.models import AssetKind, AssetStatus, MediaAsset
 from mpr.probe import probe
 from mpr.settings import Settings, get_settings
-from mpr.storage import Storage, media_in, safe_key
+from mpr.storage import ObjectInfo, Storage, media_in, safe_key
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +56,11 @@ class ScanResult:
     registered: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
-    updated: int = 0  # assets in error whose file changed (e.g. finished copying) and were probed again
+    updated: int = 0  # assets whose file changed (e.g. finished copying) and were probed again
     missing: int = 0  # assets whose file is not in MEDIA_IN (marked missing by this scan or an earlier one)
     restored: int = 0  # missing assets whose file is back, probed again
+    waiting: int = 0  # new or changed files left for the next pass: still changing (only with previous_looks)
+    looks: dict[str, tuple[int, float]] = field(default_factory=dict)  # (size, mtime) of those, for the next pass
 
 
 def extension(key: str) -> str:
@@ -128,17 +138,43 @@ async def register(key: str, *, size: int | None = None, settings: Settings | No
     return asset, True
 
 
-async def scan(settings: Settings | None = None) -> ScanResult:
-    """Walk MEDIA_IN, register every new media file, and report what was found."""
+def _settled(obj: ObjectInfo, previous_looks: Mapping[str, tuple[int, float]] | None, result: ScanResult) -> bool:
+    """True when ``obj`` may be probed now: no previous looks given, or it looked the same last time."""
+    if previous_looks is None:
+        return True
+    look = (obj.size, obj.mtime)
+    if previous_looks.get(obj.key) == look:
+        return True
+    result.looks[obj.key] = look
+    result.waiting += 1
+    return False
+
+
+async def scan(
+    settings: Settings | None = None, *, previous_looks: Mapping[str, tuple[int, float]] | None = None
+) -> ScanResult:
+    """Walk MEDIA_IN, register every new media file, and report what was found.
+
+    ``previous_looks``: ``looks`` of the previous pass (the watch folder); when
+    given, new and changed files are probed only once their size and mtime
+    stayed the same since that pass (the others are counted in ``waiting``).
+    """
     settings = settings or get_settings()
     storage = media_in(settings)
     listed_at = now()
     objects = await asyncio.to_thread(lambda: [o for o in storage.list() if is_media(o.key)])
     known = dict(await MediaAsset.all().values_list("path", "size"))
-    broken = set(await MediaAsset.filter(status=AssetStatus.ERROR).values_list("path", flat=True))
+    probed = set(
+        await MediaAsset.filter(status__in=[AssetStatus.ERROR, AssetStatus.READY]).values_list("path", flat=True)
+    )
     missing = set(await MediaAsset.filter(status=AssetStatus.MISSING).values_list("path", flat=True))
     result = ScanResult(found=len(objects))
     for obj in objects:
+        changed = obj.key in missing or (obj.key in probed and obj.size != known[obj.key]) or obj.key not in known
+        if changed and not _settled(obj, previous_looks, result):
+            if obj.key in known:
+                result.skipped += 1
+            continue
         if obj.key in missing:
             # the file is back (maybe a different one under the same name): probe it again
             fields = await probe_asset_fields(obj.key, settings)
@@ -153,14 +189,15 @@ async def scan(settings: Settings | None = None) -> ScanResult:
             log.info("%s is back in MEDIA_IN: %s", obj.key, fields["status"].value)
             continue
         if obj.key in known:
-            if obj.key in broken and obj.size != known[obj.key]:
-                # it was probably still being copied when it was first scanned: probe it again
+            if obj.key in probed and obj.size != known[obj.key]:
+                # it was probably still being copied when it was first scanned (or was replaced): probe it again
                 fields = await probe_asset_fields(obj.key, settings)
                 fields.setdefault("kind", kind_of(obj.key))
                 await MediaAsset.filter(path=obj.key).update(size=obj.size, updated_at=now(), **fields)
                 result.updated += 1
                 if fields["status"] is AssetStatus.ERROR:
                     result.errors.append(f"{obj.key}: {fields['error']}")
+                log.info("%s changed in MEDIA_IN: probed again, %s", obj.key, fields["status"].value)
             result.skipped += 1
             continue
         try:
@@ -174,8 +211,12 @@ async def scan(settings: Settings | None = None) -> ScanResult:
         result.registered += 1
         if asset.status is AssetStatus.ERROR:
             result.errors.append(f"{obj.key}: {asset.error}")
+        else:
+            log.info("registered %s (asset %s): %s", obj.key, asset.id, asset.status.value)
     result.missing = await _mark_missing({o.key for o in objects}, listed_at)
-    log.info(
+    quiet = previous_looks is not None and not (result.registered or result.updated or result.restored)
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,  # the watch folder's passes that changed nothing
         "scan of %s: %d found, %d registered, %d skipped, %d missing",
         storage.root,
         result.found,

@@ -12,17 +12,29 @@ import logging
 import math
 import posixpath
 import re
+import shutil
+import unicodedata
 import uuid
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from mpr import jobs
 from mpr.errors import ExecutorError, InvalidTransition, MprError, NotFound, ValidationError
 from mpr.executors import get_executor
 from mpr.ffmpeg import available_encoders, output_extension
-from mpr.models import FINAL_STATUSES, AssetKind, AssetStatus, JobStatus, MediaAsset, TranscodeJob, TranscodePreset
-from mpr.presets import PRESET_FIELDS, USER_SOURCE, Preset, preset_from_model, validate_preset
+from mpr.models import (
+    FINAL_STATUSES,
+    AssetKind,
+    AssetStatus,
+    JobChunk,
+    JobStatus,
+    MediaAsset,
+    TranscodeJob,
+    TranscodePreset,
+)
+from mpr.presets import PRESET_FIELDS, USER_SOURCE, Preset, preset_from_model, source_name, validate_preset
 from mpr.scan import ScanResult
 from mpr.scan import scan as _scan
 from mpr.settings import get_settings
@@ -33,7 +45,8 @@ log = logging.getLogger(__name__)
 INLINE_EXECUTOR = "inline"  # jobs run in the foreground by ``mpr transcode``
 TRIM_TOLERANCE = 0.05  # seconds a trim end may pass the probed duration (rounding of UI values)
 MAX_COMMENTS = 10_000
-_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+()-]{0,200}$")
+OUTPUT_NAME_BYTES = 200  # UTF-8 bytes of an outputName: a file name may have 255, with room for "-N.ext"
+_OUTPUT_NAME_PUNCTUATION = frozenset(" ._+()-")
 
 __all__ = [
     "ScanResult",
@@ -42,9 +55,11 @@ __all__ = [
     "create_job",
     "create_preset",
     "delete_asset",
+    "delete_job",
     "delete_preset",
     "get_asset",
     "get_preset",
+    "reset_preset",
     "retry_job",
     "scan",
     "update_asset",
@@ -135,13 +150,33 @@ def validate_trim(start: Any, end: Any, duration: float | None) -> tuple[float |
     return (start_s or None), end_s
 
 
+def _name_char(c: str) -> bool:
+    # combining marks (Mn, Mc) too: Devanagari or Thai words need them after their letters
+    return c.isalnum() or c in _OUTPUT_NAME_PUNCTUATION or unicodedata.category(c) in ("Mn", "Mc")
+
+
+def valid_output_name(name: str) -> bool:
+    """Whether ``name`` is a usable ``outputName``: letters and digits of any script (``str.isalnum``, with
+    their combining marks), space and ``. _ + ( ) -``, starting with a letter or digit, no ``..``, at most
+    :data:`OUTPUT_NAME_BYTES` bytes of UTF-8. Path separators, control and other characters are refused,
+    so a name never leaves its folder."""
+    return (
+        bool(name)
+        and name[0].isalnum()
+        and all(_name_char(c) for c in name)
+        and ".." not in name
+        and len(name.encode("utf-8", "surrogatepass")) <= OUTPUT_NAME_BYTES
+    )
+
+
 def _output_stem(asset_path: str, preset_name: str, output_name: str | None) -> str:
     directory = posixpath.dirname(asset_path)
     if output_name:
-        name = output_name.strip()
-        if not _OUTPUT_NAME.match(name) or ".." in name:
+        name = unicodedata.normalize("NFC", output_name.strip())
+        if not valid_output_name(name):
             raise ValidationError(
-                "output name may use letters, digits, space and . _ + ( ) - (no folders), up to 200 characters"
+                "output name may use letters and digits (any script), space and . _ + ( ) -, starting with a "
+                f"letter or digit (no folders, no '..'), up to {OUTPUT_NAME_BYTES} bytes"
             )
         stem = name
         directory = ""
@@ -207,6 +242,10 @@ async def create_job(
     preset = preset_from_model(preset_row) if preset_row is not None else copy_preset()
     if asset.kind is AssetKind.AUDIO and preset.video_codec not in (None, "copy"):
         raise ValidationError(f"preset {preset.name} encodes video but {asset.filename} has no video stream")
+    if preset.video_codec is None and not _has_audio(asset):
+        raise ValidationError(
+            f"preset {preset.name} is audio-only but {asset.filename} has no audio track: nothing to write"
+        )
 
     start, end = validate_trim(trim_start, trim_end, asset.duration)
     try:
@@ -274,6 +313,12 @@ async def create_job(
     return job
 
 
+def _has_audio(asset: MediaAsset) -> bool:
+    """Whether the asset's probe found an audio track (its ``audio_codec``, or an audio stream in ``probe``)."""
+    streams = (asset.probe or {}).get("streams") or []
+    return bool(asset.audio_codec) or any(isinstance(s, dict) and s.get("type") == "audio" for s in streams)
+
+
 def _chunks_trims(executor: str) -> bool:
     """True when ``executor`` runs trimmed chunked jobs in chunks (its class sets ``chunked_trim = True``)."""
     if executor == INLINE_EXECUTOR:
@@ -338,6 +383,48 @@ async def retry_job(job_id: str | uuid.UUID) -> TranscodeJob:
     )
     await _submit(job)
     return await TranscodeJob.get(id=job.id)
+
+
+async def delete_job(job_id: str | uuid.UUID, *, delete_output: bool = False) -> None:
+    """Delete a finished (completed, failed or cancelled) job with its chunks and work files.
+
+    A pending or running job is refused (cancel it first). With
+    ``delete_output`` the job's output file is removed from MEDIA_OUT through
+    the storage backend (a file already gone is fine). Files are removed
+    before the rows, so a storage error leaves the job in place to try again.
+    """
+    job = await jobs.get_job(job_id)
+    if job.status not in FINAL_STATUSES:
+        raise InvalidTransition(f"job {job.id} is {job.status.value}; cancel it first, then delete it")
+    if delete_output:
+        # safe_key refuses a stored path that would leave MEDIA_OUT; the backend checks symlinks too
+        key = safe_key(job.output_path)
+        await asyncio.to_thread(media_out().delete, key)
+    await _discard_work(job)
+    async with in_transaction():
+        # conditional: a retry that moved the job back to PENDING meanwhile wins
+        deleted = await TranscodeJob.filter(id=job.id, status__in=list(FINAL_STATUSES)).delete()
+        if not deleted:
+            raise InvalidTransition(f"job {job.id} changed meanwhile (retried?); try again")
+        await JobChunk.filter(job_id=job.id).delete()
+
+
+async def _discard_work(job: TranscodeJob) -> None:
+    """Remove the chunk files a job kept for a retry: the local chunker's folder, and the executor's own."""
+    from mpr.chunker.pipeline import work_dir_for
+
+    await asyncio.to_thread(shutil.rmtree, work_dir_for(str(job.id)), True)
+    if job.executor == INLINE_EXECUTOR:
+        return
+    try:
+        discard = getattr(get_executor(job.executor), "discard", None)
+    except MprError:
+        return  # the executor's plugin is gone: nothing of it can be cleaned up
+    if discard is not None:
+        try:
+            await discard(job)
+        except MprError as exc:
+            log.warning("executor %s could not remove work files of job %s: %s", job.executor, job.id, exc)
 
 
 async def update_asset(asset_id: str | uuid.UUID, comments: str | None) -> MediaAsset:
@@ -418,6 +505,28 @@ async def delete_preset(preset_id: str | uuid.UUID) -> None:
     if row.source != USER_SOURCE:
         raise ValidationError(f"preset {row.name} comes from {row.source} and cannot be deleted")
     await row.delete()
+
+
+async def reset_preset(preset_id: str | uuid.UUID) -> TranscodePreset:
+    """Put a built-in or plugin preset back to the values its plugin ships, and clear ``modified``.
+
+    A user preset has nothing to go back to (ValidationError); so has a
+    shipped preset that was renamed or whose plugin no longer ships it.
+    """
+    from mpr.plugins import load_plugins
+
+    row = await get_preset(_uuid(preset_id, "preset"))
+    if row.source == USER_SOURCE:
+        raise ValidationError(f"preset {row.name} is a user preset; only built-in and plugin presets can be reset")
+    registry = load_plugins()
+    shipped = registry.presets.get(row.name)
+    if shipped is None or source_name(registry.owners.get(("preset", row.name), "")) != row.source:
+        raise ValidationError(
+            f"{row.source} ships no preset named {row.name!r} (renamed, or no longer shipped); it cannot be reset"
+        )
+    values = {k: v for k, v in validate_preset(shipped).to_dict().items() if k != "name"}
+    await TranscodePreset.filter(id=row.id).update(modified=False, **values)
+    return await TranscodePreset.get(id=row.id)
 
 
 async def job_summary(job: TranscodeJob) -> dict[str, Any]:

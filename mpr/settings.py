@@ -90,6 +90,20 @@ def _nice(env: Mapping[str, str]) -> int:
     return value
 
 
+def _poll_interval(env: Mapping[str, str]) -> float:
+    value = env_float(env, "MPR_POLL_INTERVAL", 30.0, minimum=0.0)
+    if 0 < value < 0.1:
+        raise ConfigError(f"MPR_POLL_INTERVAL must be 0 (off) or at least 0.1 seconds, got {value}")
+    return value
+
+
+def _scan_interval(env: Mapping[str, str]) -> float:
+    value = env_float(env, "MPR_SCAN_INTERVAL", 60.0, minimum=0.0)
+    if 0 < value < 0.1:
+        raise ConfigError(f"MPR_SCAN_INTERVAL must be 0 (off) or at least 0.1 seconds, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything MPR reads from the environment (see README, "Configuration")."""
@@ -111,6 +125,9 @@ class Settings:
     public_url: str = "http://127.0.0.1:8702"
     s3_endpoint_url: str | None = None
     heartbeat_timeout: float = 60.0
+    poll_interval: float = 30.0  # mpr serve asks executors with poll() about unfinished jobs; 0: never
+    scan_interval: float = 60.0  # mpr serve rescans MEDIA_IN (the watch folder) this often; 0: never
+    upload_max_bytes: int = 20 * 1024**3  # largest POST /api/upload body
     var_dir: str = "var"
     host: str = "127.0.0.1"
     port: int = 8702
@@ -155,6 +172,9 @@ class Settings:
             public_url=(env_url(env, "MPR_PUBLIC_URL", ("http", "https")) or cls.public_url).rstrip("/"),
             s3_endpoint_url=env_url(env, "MPR_S3_ENDPOINT_URL", ("http", "https")),
             heartbeat_timeout=env_float(env, "MPR_HEARTBEAT_TIMEOUT", 60.0, minimum=1.0),
+            poll_interval=_poll_interval(env),
+            scan_interval=_scan_interval(env),
+            upload_max_bytes=env_int(env, "MPR_UPLOAD_MAX_BYTES", cls.upload_max_bytes, minimum=1),
             var_dir=env_str(env, "MPR_VAR_DIR", "var"),
             host=env_str(env, "MPR_HOST", "127.0.0.1"),
             port=env_int(env, "MPR_PORT", 8702, minimum=1),

@@ -32,6 +32,7 @@ SOURCES = {
     "tone.opus": ["-c:a", "libopus"],
     "tone.mp3": ["-c:a", "libmp3lame"],
     "tone.m4a": ["-c:a", "aac", "-aac_pns", "0"],
+    "aac.mp4": ["-c:a", "aac", "-aac_pns", "0"],
     "tone.wav": ["-c:a", "pcm_s16le"],
     "tone.flac": ["-c:a", "flac"],
     "vorbis.mka": ["-c:a", "libvorbis"],
@@ -104,17 +105,62 @@ def test_a_copy_trim_is_exact_to_the_packet(sources, tmp_path, name, start, end)
     assert probe(out).duration == pytest.approx(want_end - want_start, abs=2 * packet)
 
 
-def test_mp3_cut_to_the_end(sources, tmp_path) -> None:
-    """Known ffmpeg 5.1 quirk: the mp3 muxer's LAME tag of a copy that ends with the source's last
-    frame makes decoders skip ~4 frames more at the start. The cut itself is right."""
-    src, out = sources / "tone.mp3", tmp_path / "cut.mp3"
-    ffmpeg.run(ffmpeg.build_command(src, out, COPY, start=7.0))
-    first, last = cut_span(pcm(src), pcm(out))
-    assert last == pytest.approx(SECONDS, abs=0.001)
-    assert 0 <= first - 7.0 <= 5 * 1152 / RATE
-    with av.open(str(out)) as c:  # the first packet copied is the first one at or after 7 s
+MP3_FRAME = 1152 / RATE
+AAC_FRAME = 1024 / RATE
+
+
+def skip_samples(path: Path) -> int:
+    """The samples decoders drop at the start of ``path``: its first packet's skip-samples side data."""
+    with av.open(str(path)) as c:
         packet = next(c.demux(c.streams.audio[0]))
-        assert packet.pts == 0
+        if not packet.has_sidedata("skip_samples"):
+            return 0
+        return int.from_bytes(bytes(packet.get_sidedata("skip_samples"))[:4], "little")
+
+
+@pytest.mark.parametrize("end", [None, SECONDS], ids=["no-end", "end-of-file"])
+def test_mp3_cut_to_the_end_starts_within_a_frame(sources, tmp_path, end) -> None:
+    """ffmpeg 5.1's mp3 muxer turned the end padding of the source's last packet into a LAME delay
+    of 3567 (-529 as 12 bits): decoders skipped 4096 samples, the cut started 85-94 ms late. The cut
+    now stops before that packet (losing at most its real samples, under one frame) and seeks 529
+    samples early, the decoder delay every LAME-aware decoder drops (see ffmpeg._mp3_copy)."""
+    src, out = sources / "tone.mp3", tmp_path / "cut.mp3"
+    argv = ffmpeg.build_command(src, out, COPY, start=7.0, end=end)
+    ffmpeg.run(argv)
+    assert skip_samples(out) == 529  # only the decoder delay, not 4096
+    first, last = cut_span(pcm(src), pcm(out))
+    assert 0 <= first - 7.0 <= MP3_FRAME  # the first frame at or after the start
+    # what stream copy allows: the last frame is whole or gone, and keeping the source's last
+    # (padded) frame is what breaks the start, so up to one frame of the end is lost
+    assert -MP3_FRAME <= last - SECONDS <= 0
+    assert last - first == pytest.approx(SECONDS - 7.0, abs=2 * MP3_FRAME)  # both ends within a frame
+    assert probe(out).duration == pytest.approx(SECONDS - 7.0, abs=2 * MP3_FRAME)
+
+
+def test_mp3_cut_in_the_middle_starts_within_a_frame(sources, tmp_path) -> None:
+    src, out = sources / "tone.mp3", tmp_path / "cut.mp3"
+    ffmpeg.run(ffmpeg.build_command(src, out, COPY, start=2.0, end=5.0))
+    first, last = cut_span(pcm(src), pcm(out))
+    assert 0 <= first - 2.0 <= MP3_FRAME  # was up to 529 samples more: the decoder delay
+    assert 0 <= last - 5.0 <= MP3_FRAME
+
+
+@pytest.mark.parametrize("name", ["tone.m4a", "aac.mp4"])
+def test_aac_cut_with_only_an_end_drops_the_priming(sources, tmp_path, name) -> None:
+    """AAC's first packet (pts -1024) is encoder priming, kept out of the timeline by the mp4 edit
+    list. ``-avoid_negative_ts make_zero`` shifted the whole track by +1024 samples instead, so the
+    cut had no edit list and played the priming: it started 21.3 ms early and lasted 3.029 s."""
+    src = sources / name
+    out = tmp_path / f"cut{src.suffix}"
+    argv = ffmpeg.build_command(src, out, COPY, end=3.0)
+    assert "-avoid_negative_ts" not in argv
+    ffmpeg.run(argv)
+    with av.open(str(out)) as c:
+        assert next(c.demux(c.streams.audio[0])).pts == -1024  # the priming, before 0 as in the source
+    first, last = cut_span(pcm(src), pcm(out))
+    assert first == pytest.approx(0.0, abs=1 / RATE)  # exact: the priming is not played
+    assert 0 <= last - 3.0 <= AAC_FRAME  # ends with the packet that holds the end
+    assert probe(out).duration == pytest.approx(3.0, abs=AAC_FRAME)
 
 
 def test_ogg_vorbis_cut_before_and_after(sources, tmp_path) -> None:

@@ -252,6 +252,34 @@ def test_nginx_serves_graphql_media_ranges_and_static_ui(stack):
         stop(proc)
 
 
+def test_uploads_through_nginx_are_not_capped_at_its_body_limit(stack):
+    """/api/upload streams past the 64 MB `client_max_body_size` of the other locations."""
+    proc, port = start_nginx(stack, "upload", stack["app_port"])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        clip = (stack["base"] / "in" / "sample.mp4").read_bytes()
+        r = httpx.post(f"{base}/api/upload", params={"filename": "via-nginx.mp4"}, content=clip, timeout=60)
+        assert r.status_code == 201, r.text
+        assert r.json()["status"] == "ready" and r.json()["filename"] == "via-nginx.mp4"
+        assert (stack["base"] / "in" / "via-nginx.mp4").read_bytes() == clip
+
+        big = 65 * 1024 * 1024  # not media: registered as an error asset, but nginx let it through whole
+
+        def body():
+            chunk = bytes(1024 * 1024)
+            for _ in range(big // len(chunk)):
+                yield chunk
+
+        r = httpx.post(f"{base}/api/upload", params={"filename": "big.mp4"}, content=body(), timeout=120)
+        assert r.status_code == 201, (r.status_code, r.text[:200])
+        assert (stack["base"] / "in" / "big.mp4").stat().st_size == big
+        # the other locations keep the cap
+        r = httpx.post(f"{base}/graphql", content=bytes(65 * 1024 * 1024), timeout=60)
+        assert r.status_code == 413
+    finally:
+        stop(proc)
+
+
 def test_grpc_web_stream_through_nginx_to_builtin_endpoint_arrives_event_by_event(stack):
     proc, port = start_nginx(stack, "builtin", stack["app_port"])
     try:

@@ -26,7 +26,32 @@ def test_builtin_presets_are_valid_and_complete() -> None:
 
 def test_valid_preset_is_normalised() -> None:
     p = validate_preset({**GOOD, "container": "MP4", "width": "1280", "extra": {"tune": "film"}})
-    assert (p.container, p.width, p.extra) == ("mp4", 1280, {"tune": "film"})
+    assert (p.container, p.width, p.extra) == ("mp4", 1280, {"tune": "film", "pix_fmt": "yuv420p"})
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "audio"),
+    [
+        ("mp4", "libx264", "aac"),
+        ("mp4", "libx265", "aac"),
+        ("webm", "libvpx-vp9", "libopus"),
+        ("mkv", "libaom-av1", "libopus"),
+        ("mkv", "libsvtav1", "libopus"),
+    ],
+)
+def test_browser_codecs_default_to_yuv420p_unless_set(container: str, codec: str, audio: str) -> None:
+    data = {"name": "p", "container": container, "video_codec": codec, "audio_codec": audio}
+    assert validate_preset(data).extra == {"pix_fmt": "yuv420p"}
+    assert validate_preset({**data, "extra": {"pix_fmt": "yuv444p10le"}}).extra == {"pix_fmt": "yuv444p10le"}
+
+
+def test_no_pix_fmt_default_without_such_a_video_encode() -> None:
+    for data in (
+        {"name": "m", "container": "mkv", "video_codec": "mpeg4", "audio_codec": "aac"},
+        {"name": "c", "container": "mkv", "video_codec": "copy", "audio_codec": "aac"},
+        {"name": "a", "container": "m4a", "audio_codec": "aac"},
+    ):
+        assert "pix_fmt" not in validate_preset(data).extra
 
 
 @pytest.mark.parametrize(
@@ -86,7 +111,7 @@ def test_extra_whitelist_has_no_raw_arguments() -> None:
         "closed_gop": True,
         "scene_cut": False,
     }.items():
-        assert validate_preset({**GOOD, "extra": {key: value}}).extra == {key: value}
+        assert validate_preset({**GOOD, "extra": {key: value}}).extra == {"pix_fmt": "yuv420p", key: value}
 
 
 class ThirdParty:

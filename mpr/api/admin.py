@@ -9,7 +9,8 @@ Litestar store shared by every API process and surviving restarts: Redis
 when MPR_REDIS_URL is set, else files under ``$MPR_VAR_DIR/admin-sessions``.
 Forms carry Litestar's CSRF token (its secret derived from the password, so
 any process accepts them); failed logins are rate limited per client address
-through the same store.
+through the same store, each failure recorded atomically (a Redis MULTI/EXEC,
+or an ``flock`` of the store's directory) so simultaneous processes lose none.
 
 Pages: status (queue depth, workers seen, executor, storage roots, ffmpeg and
 plugin versions), assets (edit comments), presets (create/edit), jobs
@@ -21,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import functools
 import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import subprocess
 import time
@@ -38,7 +41,9 @@ from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath
 from litestar.response import Redirect, Response, Template
-from litestar.stores.base import Store
+from litestar.stores.base import StorageObject, Store
+from litestar.stores.file import FileStore
+from litestar.stores.redis import RedisStore
 from tortoise.expressions import Q
 
 import mpr
@@ -91,6 +96,70 @@ class SessionStoreDown(MprError):
     """The session store (Redis or the var directory) cannot be read or written."""
 
 
+def _recent(raw: bytes | None, now: float) -> list[float]:
+    """The failure times in a stored JSON list that are still within LOGIN_WINDOW of ``now``."""
+    try:
+        times = [float(t) for t in json.loads(raw or b"[]")]
+    except (ValueError, TypeError):
+        times = []
+    return [t for t in times if now - t < LOGIN_WINDOW]
+
+
+class AdminRedisStore(RedisStore):
+    """RedisStore that also counts login failures atomically: a sorted set of failure times per address."""
+
+    def _failures_key(self, ip: str) -> str:
+        # not "login-failures:": that name held a JSON string before, and ZADD on it would fail
+        return self._make_key(f"login-failure-times:{ip}")
+
+    async def count_failures(self, ip: str, now: float) -> int:
+        """Failures of ``ip`` within LOGIN_WINDOW of ``now``."""
+        return await self._redis.zcount(self._failures_key(ip), f"({now - LOGIN_WINDOW}", "+inf")
+
+    async def add_failure(self, ip: str, now: float) -> None:
+        """Record a failure of ``ip`` at ``now`` in one MULTI/EXEC, so concurrent processes never lose one."""
+        key = self._failures_key(ip)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {f"{now!r}:{secrets.token_hex(8)}": now})
+            pipe.zremrangebyscore(key, "-inf", now - LOGIN_WINDOW)
+            pipe.zremrangebyrank(key, 0, -LOGIN_MAX_FAILURES * 4 - 1)  # keep the newest, as the file store does
+            pipe.expire(key, int(LOGIN_WINDOW) + 1)
+            await pipe.execute()
+
+
+class AdminFileStore(FileStore):
+    """FileStore whose login-failure read-modify-write holds an ``flock`` of the store's directory.
+
+    The lock is on the directory itself, not on a file in it: ``delete_expired``
+    reads every file there as a stored value.
+    """
+
+    async def count_failures(self, ip: str, now: float) -> int:
+        """Failures of ``ip`` within LOGIN_WINDOW of ``now`` (values are replaced by rename: no lock to read)."""
+        return len(_recent(await self.get(f"login-failures:{ip}"), now))
+
+    async def add_failure(self, ip: str, now: float) -> None:
+        """Record a failure of ``ip`` at ``now``; concurrent processes take turns on the lock."""
+        await asyncio.to_thread(self._add_failure_sync, f"login-failures:{ip}", now)
+
+    def _add_failure_sync(self, key: str, now: float) -> None:
+        target = self._path_from_key(key)
+        directory = os.open(str(self.path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX)  # released when the descriptor is closed
+            try:
+                with open(str(target), "rb") as f:
+                    stored: StorageObject | None = StorageObject.from_bytes(f.read())
+            except FileNotFoundError:
+                stored = None
+            raw = stored.data if stored is not None and not stored.expired else None
+            recent = [*_recent(raw, now), now][-LOGIN_MAX_FAILURES * 4 :]
+            value = StorageObject.new(data=json.dumps(recent).encode(), expires_in=int(LOGIN_WINDOW) + 1)
+            self._write_sync(target, value)
+        finally:
+            os.close(directory)
+
+
 def session_store(settings: Settings) -> Store:
     """Where admin sessions and login failures live: Redis when MPR_REDIS_URL is set, else files in the var dir.
 
@@ -98,14 +167,10 @@ def session_store(settings: Settings) -> Store:
     and survive a restart.
     """
     if settings.redis_url:
-        from litestar.stores.redis import RedisStore
-
-        return RedisStore.with_client(url=settings.redis_url, namespace=STORE_NAMESPACE)
-    from litestar.stores.file import FileStore
-
+        return AdminRedisStore.with_client(url=settings.redis_url, namespace=STORE_NAMESPACE)
     path = settings.var_path / "admin-sessions"
     path.mkdir(mode=0o700, exist_ok=True)
-    return FileStore(path)
+    return AdminFileStore(path)
 
 
 @functools.lru_cache(maxsize=4)
@@ -174,23 +239,30 @@ class AdminAuth:
 
     async def blocked(self, ip: str) -> bool:
         """True when ``ip`` had LOGIN_MAX_FAILURES failed logins within the window."""
-        return len(await self._failures(ip)) >= LOGIN_MAX_FAILURES
+        return await self.failures(ip) >= LOGIN_MAX_FAILURES
 
-    async def _failures(self, ip: str) -> list[float]:
-        raw = await self._call("read", self._store().get(f"login-failures:{ip}"))
-        try:
-            times = [float(t) for t in json.loads(raw or b"[]")]
-        except (ValueError, TypeError):
-            times = []
-        now = time.time()
-        return [t for t in times if now - t < LOGIN_WINDOW]
+    async def failures(self, ip: str) -> int:
+        """How many failed logins of ``ip`` are within the window (at most LOGIN_MAX_FAILURES × 4 are kept)."""
+        store = self._store()
+        if isinstance(store, AdminRedisStore | AdminFileStore):
+            return await self._call("read", store.count_failures(ip, time.time()))
+        raw = await self._call("read", store.get(f"login-failures:{ip}"))
+        return len(_recent(raw, time.time()))
 
     async def failed(self, ip: str) -> None:
-        """Count a failed login of ``ip`` (kept LOGIN_WINDOW seconds)."""
-        async with self._lock:  # read-modify-write: serialised in this process
-            recent = [*await self._failures(ip), time.time()][-LOGIN_MAX_FAILURES * 4 :]
-            payload = json.dumps(recent)
-            await self._call("write", self._store().set(f"login-failures:{ip}", payload, int(LOGIN_WINDOW) + 1))
+        """Count a failed login of ``ip`` (kept LOGIN_WINDOW seconds), atomically across processes.
+
+        Redis: one MULTI/EXEC; files: under an flock; any other store (tests) only
+        serialises this process.
+        """
+        store = self._store()
+        if isinstance(store, AdminRedisStore | AdminFileStore):
+            await self._call("write", store.add_failure(ip, time.time()))
+            return
+        async with self._lock:
+            raw = await self._call("read", store.get(f"login-failures:{ip}"))
+            recent = [*_recent(raw, time.time()), time.time()][-LOGIN_MAX_FAILURES * 4 :]
+            await self._call("write", store.set(f"login-failures:{ip}", json.dumps(recent), int(LOGIN_WINDOW) + 1))
 
     async def new_session(self) -> str:
         """A new session token (the cookie value), stored for SESSION_TTL seconds."""
@@ -557,6 +629,14 @@ class AdminController(Controller):
             msg="Preset deleted.",
         )
 
+    @post("/presets/{preset_id:str}/reset")
+    async def preset_reset(self, request: Request, preset_id: FromPath[str]) -> Response[Any]:
+        if (gate := await _gate(request)) is not None:
+            return gate
+        return await _act(
+            _service().reset_preset(preset_id), back=f"/admin/presets/{preset_id}", msg="Preset reset to defaults."
+        )
+
     # -- jobs ---------------------------------------------------------------------------------
 
     @get("/jobs")
@@ -601,6 +681,18 @@ class AdminController(Controller):
         if (gate := await _gate(request)) is not None:
             return gate
         return await _act(_service().retry_job(job_id), back=f"/admin/jobs/{job_id}", msg="Job queued again.")
+
+    @post("/jobs/{job_id:str}/delete")
+    async def job_delete(self, request: Request, job_id: FromPath[str], data: FormData) -> Response[Any]:
+        if (gate := await _gate(request)) is not None:
+            return gate
+        output = data.get("delete_output") == "1"
+        return await _act(
+            _service().delete_job(job_id, delete_output=output),
+            back=f"/admin/jobs/{job_id}",
+            done="/admin/jobs",
+            msg="Job and its output deleted." if output else "Job deleted (its output file is kept).",
+        )
 
     # -- chunks -------------------------------------------------------------------------------
 

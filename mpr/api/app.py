@@ -2,8 +2,11 @@
 
 ``create_app(settings)`` builds it; its lifespan opens the database on the
 app's event loop (and makes that loop the :mod:`mpr.db` portal for worker
-threads), syncs plugin presets, and optionally starts the embedded local
-worker and the native gRPC server (what ``mpr serve`` asks for).
+threads), syncs plugin presets, runs the poll loop for executors without
+callbacks (:mod:`mpr.polling`, every ``MPR_POLL_INTERVAL`` s) and the watch
+folder (:mod:`mpr.watch`, every ``MPR_SCAN_INTERVAL`` s), and optionally
+starts the embedded local worker and the native gRPC server (what ``mpr
+serve`` asks for).
 
 The gRPC-Web routes live in :mod:`mpr.grpc.web` (events engineer). They are
 mounted when that module is installed: its ``routes`` list (or a ``route``)
@@ -144,8 +147,22 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
                 log.info("presets synced: %s", result)
             if grpc:
                 handles["grpc"] = await _start_grpc(settings)
+            if settings.poll_interval:
+                from mpr.polling import poll_loop
+
+                handles["poll"] = asyncio.create_task(poll_loop(settings.poll_interval, settings), name="mpr-poll")
+            if settings.scan_interval:
+                from mpr.watch import scan_loop
+
+                handles["scan"] = asyncio.create_task(scan_loop(settings.scan_interval, settings), name="mpr-scan")
             yield
         finally:
+            if handles.get("poll") is not None:
+                handles["poll"].cancel()
+                await asyncio.gather(handles["poll"], return_exceptions=True)
+            if handles.get("scan") is not None:  # a pass in progress stops at its next await
+                handles["scan"].cancel()
+                await asyncio.gather(handles["scan"], return_exceptions=True)
             for cleanup in reversed(app.state.before_db_close):  # plugins' (e.g. the embedded worker)
                 try:
                     await cleanup()
@@ -163,7 +180,7 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
 
 def create_app(settings: Settings | None = None, *, worker: bool = False, grpc: bool = False) -> Litestar:
     """Build the MPR web app. ``worker``/``grpc`` start the embedded local worker / native gRPC server."""
-    from mpr.api import admin, callback, health, media
+    from mpr.api import admin, callback, health, media, upload
     from mpr.api.graphql import make_graphql_controller
 
     settings = settings or get_settings()
@@ -171,6 +188,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False, grpc: 
         make_graphql_controller(lambda: settings),
         *callback.routes,
         *media.routes,
+        *upload.routes,
         *health.routes,
         *admin.routes,
         *_grpc_web_routes(),

@@ -25,15 +25,27 @@ completion callback (same secret, age limit and replay store). Body (JSON),
 ``run`` being the job attempt the execution belongs to (optional)::
 
     {"type": "plan", "run": 0, "chunks": [{"index": 0, "start": 0.0, "end": 2.0}, ...]}
-    {"type": "started" | "done" | "failed", "run": 0, "index": 1, "worker": "<request id>",
-     "attempt": 1, "seconds": 1.8, "output_key": "...", "error": "..."}
+    {"type": "started" | "done" | "failed", "run": 0, "index": 1, "start": 2.0, "end": 4.0,
+     "count": 3, "worker": "<request id>", "attempt": 1, "seconds": 1.8, "output_key": "...", "error": "..."}
 
 A plan creates the job's JobChunk rows (QUEUED, a ``chunk_queued`` event
 each); started/done/failed update the row (status, worker, attempts,
 timings, error) and emit ``chunk_started``/``chunk_done``/``chunk_failed``, as
 the local pipeline does; every done chunk sets the job's progress to 95 % x
-the fraction of chunks done (the concat is the rest). Answers as above, plus:
-400 for a chunk index that is not in the plan (or no plan yet); 200 with
+the fraction of chunks done (the concat is the rest).
+
+The plan report may be lost (reports are best effort), so a chunk report
+carries its chunk's ``start``/``end`` and the plan's chunk ``count``: a report
+for a chunk that has no row yet creates it (QUEUED, ``chunk_queued``, as the
+plan would have) and then applies. The fraction done counts ``count`` chunks
+(else as many as the rows show). A plan arriving after such reports adds the
+missing rows and leaves the reported ones as they are. A ``completed``
+callback marks the rows still not done DONE (``chunk_done`` each, before the
+final status event): the output exists, so every chunk was encoded, whatever
+reports were lost.
+
+Answers as above, plus: 400 for a report without ``start``/``end`` for a
+chunk that has no row (an index outside the plan, or no plan yet); 200 with
 ``"changed": false`` for a duplicate, a report older than the row (a late
 ``started`` after ``done``), a report for a job in a final state, or one from
 an earlier run of a retried job.
@@ -238,7 +250,7 @@ def _parse(body: bytes) -> dict[str, Any]:
     return data
 
 
-async def _apply(job: TranscodeJob, data: dict[str, Any], settings: Settings) -> TranscodeJob:
+async def apply_report(job: TranscodeJob, data: dict[str, Any], settings: Settings) -> TranscodeJob:
     """Move the job as the callback says (storing its metrics); InvalidTransition when it is already final."""
     extra: dict[str, Any] = {} if data.get("metrics") is None else {"metrics": data["metrics"]}
     if data["status"] == "failed":
@@ -262,7 +274,35 @@ async def _apply(job: TranscodeJob, data: dict[str, Any], settings: Settings) ->
             await jobs.transition(job.id, JobStatus.PROCESSING, message="reported by callback")
         except InvalidTransition:
             pass  # someone else moved it; the COMPLETED transition below decides
+    await _finish_chunks(job.id)
     return await jobs.transition(job.id, JobStatus.COMPLETED, **fields)
+
+
+async def _finish_chunks(job_id: Any) -> None:
+    """Mark the job's chunk rows that are not DONE yet DONE, with a ``chunk_done`` each.
+
+    Called when a completed callback is about to complete the job: its output
+    exists, so every chunk was encoded, even if a plan or chunk report (or a
+    GCP watch round) that would have said so never arrived. Done before the
+    final status event, which ends the event streams.
+    """
+    for row in await JobChunk.filter(job_id=job_id, status__not=ChunkStatus.DONE):
+        now = jobs.now()
+        updated = await JobChunk.filter(id=row.id, status__not=ChunkStatus.DONE).update(
+            status=ChunkStatus.DONE, error=None, started_at=row.started_at or now, finished_at=now
+        )
+        if updated:
+            await events.emit(
+                events.JobEvent(
+                    job_id=str(job_id),
+                    type=events.CHUNK_DONE,
+                    status=JobStatus.PROCESSING.value,
+                    chunk_index=row.index,
+                    worker=row.worker or "",
+                    progress=100.0,
+                    message="done (the job completed)",
+                )
+            )
 
 
 async def _receive(
@@ -318,7 +358,7 @@ async def job_callback(request: Request, job_id: FromPath[str]) -> Response[dict
         changed = False
     else:
         try:
-            job = await _apply(job, data, settings)
+            job = await apply_report(job, data, settings)
         except InvalidTransition:
             changed = False  # raced with a cancel or another callback: the final state stands
         except MprError as exc:
@@ -375,8 +415,17 @@ def _parse_report(body: bytes) -> dict[str, Any]:
             if start is None or end is None or end <= start:
                 raise ValidationError(f"chunk report chunks[{position}] needs start < end (seconds)")
         return data
-    _int(data, "index")
+    index = _int(data, "index")
     _int(data, "attempt", 1, minimum=1)
+    start, end = _number(data, "start"), _number(data, "end")
+    if (start is None) != (end is None) or (end is not None and start is not None and end <= start):
+        raise ValidationError("chunk report start and end must be given together, start < end (seconds)")
+    if start is not None and index >= MAX_PLAN_CHUNKS:
+        raise ValidationError(f"chunk report index must be below {MAX_PLAN_CHUNKS}")
+    if data.get("count") is not None:
+        count = _int(data, "count", minimum=1)
+        if count <= index or count > MAX_PLAN_CHUNKS:
+            raise ValidationError(f"chunk report count must be above the index, at most {MAX_PLAN_CHUNKS}")
     for name in ("worker", "error", "output_key"):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise ValidationError(f"chunk report {name} must be a string")
@@ -384,54 +433,99 @@ def _parse_report(body: bytes) -> dict[str, Any]:
     return data
 
 
+async def _processing(job: TranscodeJob, message: str) -> None:
+    """A PENDING job's first report shows it runs (a remote executor may never have said so)."""
+    if job.status is JobStatus.PENDING:
+        try:
+            await jobs.transition(job.id, JobStatus.PROCESSING, message=message)
+        except InvalidTransition:
+            pass
+
+
+async def _queued(job_id: Any, index: int, start: float, end: float) -> None:
+    """The ``chunk_queued`` event of a new (or requeued) row, as the local pipeline emits it."""
+    await events.emit(
+        events.JobEvent(
+            job_id=str(job_id),
+            type=events.CHUNK_QUEUED,
+            status=JobStatus.PROCESSING.value,
+            chunk_index=index,
+            message=f"{start:.3f}-{end:.3f}s",
+        )
+    )
+
+
+async def _create_rows(job_id: Any, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Create QUEUED rows for ``chunks``; the ones this call created (a concurrent report may create some first)."""
+    made = [JobChunk(job_id=job_id, index=c["index"], start=float(c["start"]), end=float(c["end"])) for c in chunks]
+    try:
+        await JobChunk.bulk_create(made)
+        return chunks
+    except IntegrityError:
+        pass  # atomic: none of them was created; one at a time, skipping the rows that exist now
+    created = []
+    for c in chunks:
+        try:
+            await JobChunk.create(job_id=job_id, index=c["index"], start=float(c["start"]), end=float(c["end"]))
+        except IntegrityError:
+            continue
+        created.append(c)
+    return created
+
+
+def _same_span(row: JobChunk, start: float, end: float) -> bool:
+    """The row is this chunk of the plan (a microsecond's leeway for the numbers' trips through JSON)."""
+    return abs(row.start - start) < 1e-6 and abs(row.end - end) < 1e-6
+
+
+def _earlier_run(row: JobChunk, job: TranscodeJob) -> bool:
+    """True when the row was last reported before the job's current run started (a retried job's)."""
+    last = row.finished_at or row.started_at
+    return job.started_at is None or last is None or last < job.started_at
+
+
 async def _plan(job: TranscodeJob, chunks: list[dict[str, Any]]) -> bool:
     """Create the job's QUEUED rows (CHUNK_QUEUED each); False when that changes nothing.
 
-    The same plan again keeps the DONE rows and requeues the others: a retried
-    job's execution reuses the chunk objects already encoded (a retried Plan
-    step, before any chunk ran, finds every row QUEUED and changes nothing).
-    A different plan replaces the rows.
+    Rows that fit the plan (same index, start and end) are kept: DONE rows
+    stay (a retried job's execution reuses the chunk objects already encoded),
+    so do rows chunk reports of this run created or moved before the plan
+    report arrived (it may come late); rows left running or failed by an
+    earlier run are requeued, and the plan's other chunks get new rows. A
+    retried Plan step, or the same plan again, changes nothing. A different
+    plan replaces the rows.
     """
-    rows = await JobChunk.filter(job_id=job.id).order_by("index")
-    queued, done = chunks, 0
-    if [(r.index, r.start, r.end) for r in rows] == [(c["index"], float(c["start"]), float(c["end"])) for c in chunks]:
-        requeue = [r.index for r in rows if r.status not in (ChunkStatus.QUEUED, ChunkStatus.DONE)]
-        if not requeue:
-            return False
-        await JobChunk.filter(job_id=job.id, index__in=requeue).update(
-            status=ChunkStatus.QUEUED, worker=None, error=None, started_at=None, finished_at=None
-        )
+    rows = {r.index: r for r in await JobChunk.filter(job_id=job.id)}
+    planned = {c["index"]: (float(c["start"]), float(c["end"])) for c in chunks}
+    if rows and all(i in planned and _same_span(r, *planned[i]) for i, r in rows.items()):
+        left = [i for i, r in rows.items() if r.status not in (ChunkStatus.QUEUED, ChunkStatus.DONE)]
+        requeue = [i for i in left if _earlier_run(rows[i], job)]
+        if requeue:
+            await JobChunk.filter(job_id=job.id, index__in=requeue).update(
+                status=ChunkStatus.QUEUED, worker=None, error=None, started_at=None, finished_at=None
+            )
         queued = [c for c in chunks if c["index"] in requeue]
-        done = sum(1 for r in rows if r.status == ChunkStatus.DONE)
+        queued += await _create_rows(job.id, [c for c in chunks if c["index"] not in rows])
+        if not queued:
+            return False
     else:
         await JobChunk.filter(job_id=job.id).delete()
-        try:
-            await JobChunk.bulk_create(
-                [
-                    JobChunk(job_id=job.id, index=c["index"], start=float(c["start"]), end=float(c["end"]))
-                    for c in chunks
-                ]
-            )
-        except IntegrityError:
+        queued = await _create_rows(job.id, chunks)
+        if not queued:
             return False  # a concurrent delivery of the same plan created them first
-    if job.status is JobStatus.PENDING:
-        try:
-            await jobs.transition(job.id, JobStatus.PROCESSING, message="reported by the executor's plan")
-        except InvalidTransition:
-            pass
+    await _processing(job, "reported by the executor's plan")
+    done = await JobChunk.filter(job_id=job.id, status=ChunkStatus.DONE).count()
     if done:
-        await _raise_progress(job.id, CHUNKS_SHARE * done / len(chunks))
-    for c in queued:
-        await events.emit(
-            events.JobEvent(
-                job_id=str(job.id),
-                type=events.CHUNK_QUEUED,
-                status=JobStatus.PROCESSING.value,
-                chunk_index=c["index"],
-                message=f"{float(c['start']):.3f}-{float(c['end']):.3f}s",
-            )
-        )
+        await _raise_progress(job.id, CHUNKS_SHARE * done / max(len(chunks), await _total(job.id)))
+    for c in sorted(queued, key=lambda c: c["index"]):
+        await _queued(job.id, c["index"], float(c["start"]), float(c["end"]))
     return True
+
+
+async def _total(job_id: Any, count: int = 0) -> int:
+    """How many chunks the job has, as far as known: ``count`` (a report's), the rows, the highest index + 1."""
+    indexes = await JobChunk.filter(job_id=job_id).values_list("index", flat=True)
+    return max(count, len(indexes), max(indexes, default=-1) + 1)
 
 
 async def _raise_progress(job_id: Any, progress: float) -> None:
@@ -462,8 +556,15 @@ async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
     for _ in range(5):  # optimistic: the update only lands on the row state the decision was made on
         row = await JobChunk.get_or_none(job_id=job.id, index=index)
         if row is None:
-            count = await JobChunk.filter(job_id=job.id).count()
-            raise ValidationError(f"chunk {index} is not in the job's plan ({count} chunks)")
+            start, end = _number(data, "start"), _number(data, "end")
+            if start is None or end is None:
+                count = await JobChunk.filter(job_id=job.id).count()
+                raise ValidationError(f"chunk {index} is not in the job's plan ({count} chunks)")
+            # the plan report was lost (or is late): the report makes the row the plan would have made
+            if await _create_rows(job.id, [{"index": index, "start": start, "end": end}]):
+                await _processing(job, "reported by the executor's chunks")
+                await _queued(job.id, index, start, end)
+            continue
         if _stale(row, kind, worker, attempt):
             return False
         now = jobs.now()
@@ -508,7 +609,7 @@ async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
         )
     )
     if kind == "done":
-        total = await JobChunk.filter(job_id=job.id).count()
+        total = await _total(job.id, int(data.get("count") or 0))
         done = await JobChunk.filter(job_id=job.id, status=ChunkStatus.DONE).count()
         await _raise_progress(job.id, CHUNKS_SHARE * done / total)
     return True

@@ -899,6 +899,15 @@ class Mutation:
     async def retry_job(self, id: strawberry.ID) -> Job:
         return await _job(await _service().retry_job(parse_uuid(id, "job")))
 
+    @strawberry.mutation(
+        permission_classes=[TokenRequired],
+        description="Delete a finished job (completed, failed or cancelled) and its chunks; "
+        "deleteOutput also removes its output file from MEDIA_OUT.",
+    )
+    async def delete_job(self, id: strawberry.ID, delete_output: bool = False) -> DeleteResult:
+        await _service().delete_job(parse_uuid(id, "job"), delete_output=delete_output)
+        return DeleteResult(ok=True)
+
     @strawberry.mutation(permission_classes=[TokenRequired])
     async def update_asset(self, id: strawberry.ID, input: UpdateAssetInput) -> Asset:
         asset_id = parse_uuid(id, "asset")
@@ -930,6 +939,14 @@ class Mutation:
     async def delete_preset(self, id: strawberry.ID) -> DeleteResult:
         await _service().delete_preset(parse_uuid(id, "preset"))
         return DeleteResult(ok=True)
+
+    @strawberry.mutation(
+        permission_classes=[TokenRequired],
+        description="Put a built-in or plugin preset back to its shipped values (user presets: an error).",
+    )
+    async def reset_preset(self, id: strawberry.ID) -> Preset:
+        row = await _service().reset_preset(parse_uuid(id, "preset"))
+        return Preset.from_model(row)
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -999,6 +1016,34 @@ class RejectNulCharacters(SchemaExtension):
         yield
 
 
+SUBSCRIPTION_NEEDS_WEBSOCKET = "subscriptions need a WebSocket (graphql-transport-ws) at /graphql"
+
+
+class SubscriptionsOnlyOverWebSocket(SchemaExtension):
+    """Answer a subscription sent as an HTTP request with a clear error.
+
+    Strawberry would run it as a query: the resolver's generator is not a value, so it
+    failed as an internal error with a logged traceback. An HTTP request's context has a
+    ``request``; the WebSocket's has a ``socket`` instead.
+    """
+
+    def on_execute(self) -> Any:
+        ctx = self.execution_context
+        context = ctx.context if isinstance(ctx.context, dict) else {}
+        over_http = "request" in context and "socket" not in context
+        if over_http and ctx.result is None and ctx.graphql_document is not None:
+            from graphql import ExecutionResult
+            from strawberry.types.graphql import OperationType
+
+            try:
+                subscription = ctx.operation_type == OperationType.SUBSCRIPTION
+            except Exception:  # an unknown operationName: validation reports it
+                subscription = False
+            if subscription:
+                ctx.result = ExecutionResult(data=None, errors=[GraphQLError(SUBSCRIPTION_NEEDS_WEBSOCKET)])
+        yield
+
+
 class MaskInternalErrors(MaskErrors):
     """Shows MprError messages; replaces anything else by "internal error (request id …)" and logs it."""
 
@@ -1046,6 +1091,7 @@ def make_schema(execution_context_class: type | None = FastExecutionContext) -> 
             functools.partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
             functools.partial(QueryDepthLimiter, max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
             RejectNulCharacters,
+            SubscriptionsOnlyOverWebSocket,
             MaskInternalErrors,
         ],
     )

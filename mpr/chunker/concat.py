@@ -1,4 +1,4 @@
-"""Join encoded chunks with the concat demuxer (stream copy) and mux the one audio stream."""
+"""Join encoded chunks with the concat demuxer (stream copy) and mux the audio file (every audio track in it)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def concat_command(
     video_start: float = 0.0,
     ffmpeg_bin: str | None = None,
 ) -> list[str]:
-    """The ffmpeg argv that stream-copies the listed chunks (and the audio file) into ``output``."""
+    """The ffmpeg argv that stream-copies the listed chunks (and every track of the audio file) into ``output``."""
     argv = [
         ffmpeg.ffmpeg_binary(ffmpeg_bin),
         *("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats"),
@@ -52,7 +52,7 @@ def concat_command(
         argv += ["-i", "file:" + os.path.abspath(audio_path)]
     argv += ["-map", "0:v:0"]
     if audio_path is not None:
-        argv += ["-map", "1:a:0"]
+        argv += ["-map", "1:a"]  # every track: encode_audio keeps all of the source's
     argv += ["-c", "copy"]
     if (preset.extra or {}).get("faststart"):
         argv += ["-movflags", "+faststart"]

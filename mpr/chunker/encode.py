@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import threading
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
 from mpr import ffmpeg
-from mpr.chunker.plan import Chunk, is_cover_art, seconds_to_us
+from mpr.chunker.plan import Chunk, is_cover_art, is_url, redact, seconds_to_us, source_name
 from mpr.errors import FFmpegError
 from mpr.presets import Preset
 
@@ -26,17 +26,6 @@ ProgressCallback = Callable[[ffmpeg.Progress], None]
 
 # ffmpeg's HTTP input: reconnect after a dropped connection (a chunk reads its range of a remote source)
 URL_INPUT_ARGS = ["-reconnect", "1", "-reconnect_on_network_error", "1", "-reconnect_delay_max", "10"]
-_QUERY = re.compile(r"(https?://[^\s?#'\"]*)\?[^\s#'\"]*")
-
-
-def is_url(source: str | Path) -> bool:
-    """True when ``source`` is an http(s) URL (a presigned object URL) rather than a local file."""
-    return isinstance(source, str) and source.startswith(("http://", "https://"))
-
-
-def redact(text: str) -> str:
-    """``text`` with the query string of every http(s) URL in it replaced (presigned URLs carry a signature)."""
-    return _QUERY.sub(r"\1?<redacted>", text or "")
 
 
 def _redacted(exc: FFmpegError) -> FFmpegError:
@@ -86,7 +75,7 @@ def shift_ticks(source: str | Path, seek: float, origin: float) -> int:
     Computed the way ffmpeg offsets the packets (``-(ss + file start)`` rescaled to
     the stream's time base), so the sum is exactly a trimmed single pass's timestamp.
     """
-    name = redact(str(source)) if is_url(source) else Path(source).name
+    name = source_name(source)
     try:
         container = av.open(str(source))
     except (av.FFmpegError, OSError) as exc:
@@ -101,15 +90,28 @@ def shift_ticks(source: str | Path, seek: float, origin: float) -> int:
     return _near((seconds_to_us(seek) + file_start) * ticks) - _near((seconds_to_us(origin) + file_start) * ticks)
 
 
-def _build(source: str | Path, out_path: Path, preset: Preset, start: float | None) -> list[str]:
+def source_command(source: str | Path, out_path: str | Path, preset: Preset, **kwargs: Any) -> list[str]:
+    """:func:`mpr.ffmpeg.build_command` (same keyword arguments) for a local file or an http(s) URL ``source``.
+
+    A URL is read with reconnects (:data:`URL_INPUT_ARGS`); ffmpeg seeks in
+    it with HTTP Range requests, so nothing is downloaded first.
+    """
+    argv = ffmpeg.build_command(source, out_path, preset, **kwargs)
     if not is_url(source):
-        return ffmpeg.build_command(source, out_path, preset, start=start, audio=False)
-    # build_command writes a local input as file:<absolute path>: put the URL (one argv item) in its place
-    placeholder = out_path.with_name(".url-input")
-    argv = ffmpeg.build_command(placeholder, out_path, preset, start=start, audio=False)
-    i = argv.index("file:" + os.path.abspath(placeholder))
-    first = argv.index("-i")
-    return [*argv[:first], *URL_INPUT_ARGS, *argv[first:i], str(source), *argv[i + 1 :]]
+        return argv
+    # build_command writes its input as file:<absolute path>: put the URL (one argv item) in its place
+    i = argv.index("-i")
+    return [*argv[:i], *URL_INPUT_ARGS, "-i", str(source), *argv[i + 2 :]]
+
+
+def _run(source: str | Path, argv: list[str], **kwargs: Any) -> None:
+    # ffmpeg.run, and the errors of a URL source without its query string (the presigned URL's signature)
+    try:
+        ffmpeg.run(argv, **kwargs)
+    except FFmpegError as exc:
+        if is_url(source):
+            _redacted(exc)
+        raise
 
 
 def _prepend_filter(argv: list[str], out_path: Path, video_filter: str) -> list[str]:
@@ -155,7 +157,7 @@ def chunk_command(
     trimmed = trim_start is not None or trim_end is not None
     if trimmed and preset.fps:
         raise FFmpegError(f"preset {preset.name} changes the frame rate: encode its trims in one pass, not in chunks")
-    argv = _build(source, out_path, part_preset(preset), chunk.start or None)
+    argv = source_command(source, out_path, part_preset(preset), start=chunk.start or None, audio=False)
     extra: list[str] = []
     if trimmed:
         origin = trim_start or 0.0
@@ -209,10 +211,10 @@ def encode_chunk(
     tmp = _partial(out_path)
     try:
         argv = chunk_command(source, chunk, preset, tmp, threads=threads, trim_start=trim_start, trim_end=trim_end)
-        ffmpeg.run(argv, duration=chunk.duration, on_progress=on_progress, cancel=cancel)
+        _run(source, argv, duration=chunk.duration, on_progress=on_progress, cancel=cancel)
         os.replace(tmp, out_path)
     except FFmpegError as exc:
-        if is_url(source):
+        if is_url(source):  # chunk_command reads a trimmed URL source with PyAV too
             _redacted(exc)
         raise
     finally:
@@ -231,17 +233,39 @@ def encode_audio(
     start: float | None = None,
     end: float | None = None,
 ) -> Path:
-    """Encode the whole audio track of ``source`` once, as one stream, into ``out_path`` (no video).
+    """Encode every audio track of ``source`` once, whole, into ``out_path`` (no video; see :func:`mpr.ffmpeg.stream_maps`).
 
-    ``start``/``end`` trim it exactly as a trimmed single pass does.
+    ``start``/``end`` trim it exactly as a trimmed single pass does. ``source``
+    is a local file or an http(s) URL (read as :func:`source_command` does,
+    errors without its query string).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial(out_path)
-    argv = ffmpeg.build_command(source, tmp, part_preset(preset), start=start, end=end, video=False)
+    argv = source_command(source, tmp, part_preset(preset), start=start, end=end, video=False)
     try:
-        ffmpeg.run(argv, duration=duration, on_progress=on_progress, cancel=cancel)
+        _run(source, argv, duration=duration, on_progress=on_progress, cancel=cancel)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
+    return out_path
+
+
+def encode_whole(
+    source: str | Path,
+    preset: Preset,
+    out_path: str | Path,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    cancel: threading.Event | None = None,
+) -> Path:
+    """Encode ``source`` in one pass (video and audio, the job's trim) into ``out_path``: a remote single-pass job.
+
+    ``source`` is a local file or an http(s) URL (read as :func:`source_command`
+    does, errors without its query string); the argv is ``build_command``'s.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    _run(source, source_command(source, out_path, preset, start=start, end=end), cancel=cancel)
     return out_path

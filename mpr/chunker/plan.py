@@ -10,6 +10,7 @@ count so an encode can stop at the frame before the next cut.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,23 @@ from mpr.errors import ProbeError
 
 # A trailing chunk shorter than this share of chunk_seconds is merged into the one before.
 MIN_TAIL_SHARE = 0.25
+
+_QUERY = re.compile(r"(https?://[^\s?#'\"]*)\?[^\s#'\"]*")
+
+
+def is_url(source: str | Path) -> bool:
+    """True when ``source`` is an http(s) URL (a presigned object URL) rather than a local file."""
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def redact(text: str) -> str:
+    """``text`` with the query string of every http(s) URL in it replaced (presigned URLs carry a signature)."""
+    return _QUERY.sub(r"\1?<redacted>", text or "")
+
+
+def source_name(source: str | Path) -> str:
+    """How errors name ``source``: a file's name, or a URL without its query string."""
+    return redact(str(source)) if is_url(source) else Path(source).name
 
 
 @dataclass(frozen=True)
@@ -73,11 +91,15 @@ def _us(pts: int, time_base: Fraction) -> int:
 
 
 def index_video(source: str | Path) -> VideoIndex | None:
-    """Demux (no decoding) the first video stream; None when the file has no video."""
+    """Demux (no decoding) the first video stream; None when the file has no video.
+
+    ``source`` is a local file or an http(s) URL; errors name a URL without its query (signature).
+    """
+    name = source_name(source)
     try:
         container = av.open(str(source))
     except (av.FFmpegError, OSError) as exc:
-        raise ProbeError(f"cannot read {Path(source).name}: {exc}") from exc
+        raise ProbeError(f"cannot read {name}: {redact(str(exc))}") from None
     with container:
         streams = [s for s in container.streams.video if not is_cover_art(s)]
         if not streams:
@@ -85,7 +107,7 @@ def index_video(source: str | Path) -> VideoIndex | None:
         stream = streams[0]
         tb = stream.time_base
         if tb is None:
-            raise ProbeError(f"{Path(source).name}: video stream has no time base")
+            raise ProbeError(f"{name}: video stream has no time base")
         origin = container.start_time or 0  # µs; ffmpeg's -ss is relative to this
         frames: list[int] = []
         keys: list[int] = []
@@ -101,7 +123,7 @@ def index_video(source: str | Path) -> VideoIndex | None:
                 dur = _us(packet.duration or 0, tb)
                 end = max(end, t + dur)
         except av.FFmpegError as exc:
-            raise ProbeError(f"cannot read {Path(source).name}: {exc}") from exc
+            raise ProbeError(f"cannot read {name}: {redact(str(exc))}") from None
     frames.sort()
     keys.sort()
     if not frames:

@@ -194,3 +194,16 @@ async def test_unknown_executor_is_refused_before_any_row_exists(api, media, cli
     )
     assert "nope" in body["errors"][0]["message"]
     assert await TranscodeJob.all().count() == 0
+
+
+async def test_audio_only_preset_on_a_silent_video_is_a_clear_error(api, media, tmp_path):
+    from mpr.scan import register
+    from testkit import make_clip
+
+    put_clip(media, make_clip(tmp_path / "silent.mp4", seconds=1.0, audio=False), "silent.mp4")
+    asset, _ = await register("silent.mp4")
+    preset = await _preset_id(api, "aac-audio")
+    body = await api.gql(SEED_MUTATIONS["create"] % (asset.id, preset))
+    message = body["errors"][0]["message"]
+    assert "audio-only but silent.mp4 has no audio track" in message and "internal error" not in message
+    assert await TranscodeJob.all().count() == 0

@@ -158,3 +158,62 @@ async def test_lists_load_the_columns_fragments_ask_for(api):
         }
     ]
     assert data["assets"] == [{"comments": "via fragment"}]
+
+
+async def test_asset_search_paging_and_count_work_together(api):
+    """What the Timeline library sends: server-side search + filters, pages by limit/offset, and a total."""
+    for i in range(7):
+        await make_asset(f"shoot/Interview-{i:02d}.mp4")
+    await make_asset("shoot/interview-audio.mp3", kind="audio", video_codec=None)
+    await make_asset("shoot/interview-broken.mp4", status="error")
+    await make_asset("other/b-roll.mp4")
+    await make_asset("other/100%_done.mp4")
+    query = """query($search: String, $kind: String, $status: String, $limit: Int, $offset: Int) {
+      assets(search: $search, kind: $kind, status: $status, limit: $limit, offset: $offset) { filename }
+      assetCount(search: $search, kind: $kind, status: $status)
+    }"""
+    seen = []
+    for offset in (0, 3, 6):
+        data = await api.ok(
+            query, {"search": "INTERVIEW-", "kind": "video", "status": "ready", "limit": 3, "offset": offset}
+        )
+        assert data["assetCount"] == 7
+        seen += [a["filename"] for a in data["assets"]]
+    assert seen == [f"Interview-{i:02d}.mp4" for i in range(7)]  # case-insensitive, ordered, no gaps or repeats
+
+    data = await api.ok(query, {"search": "interview", "limit": 2})
+    assert data["assetCount"] == 9 and len(data["assets"]) == 2  # the count ignores the page
+    data = await api.ok(query, {"search": "interview", "kind": "audio"})
+    assert data == {"assets": [{"filename": "interview-audio.mp3"}], "assetCount": 1}
+    data = await api.ok(query, {"search": "interview", "status": "error"})
+    assert data == {"assets": [{"filename": "interview-broken.mp4"}], "assetCount": 1}
+    # LIKE wildcards in the search are literal characters
+    data = await api.ok(query, {"search": "100%_"})
+    assert data == {"assets": [{"filename": "100%_done.mp4"}], "assetCount": 1}
+    data = await api.ok(query, {"search": "no such name"})
+    assert data == {"assets": [], "assetCount": 0}
+    # no arguments: every asset, and the seed's query is unchanged
+    data = await api.ok(query, {})
+    assert data["assetCount"] == 11 and len(data["assets"]) == 11
+
+
+async def test_subscription_over_http_is_a_clear_error_without_traceback(api, caplog):
+    job = await make_job(await make_asset())
+    with caplog.at_level(logging.DEBUG, logger="mpr.api"):
+        for accept in ("application/json", "multipart/mixed;subscriptionSpec=1.0, application/json"):
+            r = await api.http.post(
+                "/graphql",
+                json={
+                    "query": "subscription($id: ID) { jobEvents(jobId: $id) { sequence type } }",
+                    "variables": {"id": str(job.id)},
+                },
+                headers={"Accept": accept},
+            )
+            body = r.json()
+            assert body["data"] is None
+            assert [e["message"] for e in body["errors"]] == [
+                "subscriptions need a WebSocket (graphql-transport-ws) at /graphql"
+            ]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]
+    # queries and mutations over HTTP are untouched
+    assert (await api.ok("{ jobCount }"))["jobCount"] == 1

@@ -84,6 +84,7 @@ class Server:
             MPR_LOG_LEVEL="INFO",
             MPR_LOCAL_POLL_INTERVAL="0.05",
             MPR_LOCAL_MAX_POLL_INTERVAL="0.2",
+            MPR_SCAN_INTERVAL="0",  # the tests press Scan themselves and check what it registered
         )
         env.update(self.extra_env)
         return env

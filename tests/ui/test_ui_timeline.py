@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
+import sqlite3
+import uuid
 
 import pytest
 from playwright.sync_api import expect
@@ -266,3 +270,98 @@ def test_job_queue_catches_up_after_a_dropped_stream(page, ui_server, proxy, cli
     expect(page.locator(".queue .live")).to_have_attribute("data-state", "live", timeout=15_000)
     expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
     expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+
+
+def test_library_search_runs_on_the_server_and_pages_with_load_more(page, ui_server, clip_cache):
+    tag = f"Paged{uuid.uuid4().hex[:6]}"  # mixed case: the server's search ignores case
+    clips = sorted(place_clip(ui_server.media_in, clip_cache, tag, seconds=1.0).name for _ in range(5))
+    ui_server.graphql("mutation { scanMediaFolder { found registered skipped } }")
+
+    # ?pageSize=2: two assets a page, so five matching assets take three pages
+    page.goto(ui_server.url + "/?pageSize=2")
+    count = page.get_by_test_id("asset-count")
+    expect(count).to_have_attribute("data-shown", "2")
+    library_total = int(count.get_attribute("data-total"))
+    assert library_total >= 5
+
+    def library_request(offset: int):
+        def match(request) -> bool:
+            if not request.url.endswith("/graphql") or request.method != "POST":
+                return False
+            body = json.loads(request.post_data or "{}")
+            wanted = {"search": tag.lower(), "limit": 2, "offset": offset}
+            return "assetCount" in body.get("query", "") and wanted.items() <= body.get("variables", {}).items()
+
+        return match
+
+    # the search is sent to the server (with the page size), which counts the matches
+    with page.expect_request(library_request(0)):
+        page.get_by_label("Search").fill(tag.lower())
+    expect(count).to_have_text("Showing 2 of 5 assets")
+    expect(page.locator("button.asset")).to_have_count(2)
+
+    with page.expect_request(library_request(2)):
+        page.get_by_role("button", name="Load more").click()
+    expect(count).to_have_text("Showing 4 of 5 assets")
+    with page.expect_request(library_request(4)):
+        page.get_by_role("button", name="Load more").click()
+    expect(count).to_have_text("Showing 5 of 5 assets")
+    expect(page.get_by_role("button", name="Load more")).to_have_count(0)
+    shown = page.locator("button.asset").evaluate_all("buttons => buttons.map(b => b.dataset.asset)")
+    assert shown == clips  # every match once, in path order
+
+    # an asset from the last page opens; "Trim" says it starts at a keyframe
+    page.locator(f'button.asset[data-asset="{clips[-1]}"]').click()
+    expect(page.locator("#detail-title")).to_have_text(clips[-1])
+    trim = page.get_by_role("button", name="Trim", exact=True)
+    expect(trim).to_have_attribute("title", re.compile("previous keyframe"))
+    expect(trim).to_have_accessible_description(re.compile("frame-exact cut"))
+
+    # clearing the search asks for the first page of the whole library again
+    page.get_by_label("Search").fill("")
+    expect(count).to_have_text(f"Showing 2 of {library_total:,} assets")
+
+
+def test_job_queue_rereads_jobs_another_process_changed_without_events(page, ui_server):
+    """A job run elsewhere (no shared event bus): its row follows the database by a fallback re-read."""
+    job_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.UTC).isoformat(sep=" ")
+    with sqlite3.connect(ui_server.var / "mpr.db") as db:  # what another process would write
+        db.execute(
+            "INSERT INTO mpr_transcode_job (id, source_path, preset_snapshot, output_path, priority, executor,"
+            " status, progress, attempts, chunked, created_at, updated_at)"
+            " VALUES (?, 'elsewhere.mp4', '{}', ?, 0, 'elsewhere', 'pending', 0, 0, 0, ?, ?)",
+            (job_id, f"elsewhere-{job_id}.mp4", now, now),
+        )
+    page.goto(ui_server.url + "/")
+    row = job_row(page, job_id)
+    expect(row).to_have_attribute("data-status", "pending")
+    expect(page.locator(".queue .live")).to_have_attribute("data-state", "live")
+
+    with sqlite3.connect(ui_server.var / "mpr.db") as db:
+        db.execute("UPDATE mpr_transcode_job SET status = 'completed', progress = 100 WHERE id = ?", (job_id,))
+    # no event is sent for this change: the queue's periodic re-read (every 10 s) shows it
+    expect(row).to_have_attribute("data-status", "completed", timeout=45_000)
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+
+
+def test_upload_button_adds_files_to_the_library(page, ui_server, clip_cache, tmp_path):
+    """Upload: the chosen file streams to /api/upload, is probed, shows in the library; a second copy is renamed."""
+    src = place_clip(tmp_path, clip_cache, "upload", seconds=1.0)
+    page.goto(ui_server.url + "/")
+    with page.expect_response(lambda r: "/api/upload" in r.url) as upload:
+        page.get_by_test_id("upload-input").set_input_files(str(src))
+    assert upload.value.status == 201
+    expect(page.get_by_test_id("upload-result")).to_contain_text(f"uploaded {src.name} (ready)")
+    expect(page.locator(f'button.asset[data-asset="{src.name}"]')).to_be_visible()
+    assert (ui_server.media_in / src.name).read_bytes() == src.read_bytes()
+
+    with page.expect_response(lambda r: "/api/upload" in r.url) as again:
+        page.get_by_test_id("upload-input").set_input_files(str(src))
+    assert again.value.status == 201
+    renamed = f"{src.stem} (1).mp4"
+    assert (ui_server.media_in / renamed).read_bytes() == src.read_bytes()
+    expect(page.get_by_test_id("upload-result")).to_contain_text(f"uploaded as {renamed} (ready)")
+    expect(page.locator(f'button.asset[data-asset="{renamed}"]')).to_be_visible()
+    names = {a["filename"] for a in ui_server.graphql('{ assets(status: "ready") { filename } }')["assets"]}
+    assert {src.name, renamed} <= names

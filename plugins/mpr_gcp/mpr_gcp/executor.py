@@ -119,17 +119,19 @@ class GcpExecutor:
     def plan(self, job: TranscodeJob) -> tuple[list[Chunk], float]:
         """The chunk plan and the video's first-frame offset; ``([], 0)`` for a single-pass job.
 
-        Reads the source through MEDIA_IN's backend (a download when it is remote).
+        Reads the source through a presigned URL of it when MEDIA_IN gives one
+        (:func:`mpr_gcp.task.source_input`: streamed, nothing written to disk), else a local copy.
         A trimmed job's plan covers only its trim; MprError when the trim holds no video frame.
         """
         from mpr.chunker.plan import index_video, plan_from_index
         from mpr.storage import media_in
+        from mpr_gcp.task import source_input
 
         preset = Preset.from_dict(job.preset_snapshot or {})
         if not can_chunk(preset, job):
             return [], 0.0
-        with media_in(self.settings).local_copy(job.source_path) as path:
-            index = index_video(path)
+        with source_input(media_in(self.settings), job.source_path) as source:
+            index = index_video(source)
         if index is None:
             return [], 0.0
         seconds = job.chunk_seconds or self.settings.chunk_seconds
@@ -308,10 +310,23 @@ class GcpExecutor:
                 errors += 1
                 log.debug("job %s: watch round failed: %s", job_id, exc, exc_info=True)
 
+    def watching(self, job: TranscodeJob) -> bool:
+        """True while this process's :meth:`watch` follows ``job``: the core's poll loop then leaves it alone.
+
+        A job whose watcher is gone (server restarted, submitted by ``mpr transcode --queue``,
+        ``MPR_GCP_WATCH_SECONDS=0``) is polled by the loop instead.
+        """
+        name = f"gcp-watch-{job.id}"
+        return any(task.get_name() == name and not task.done() for task in self._watchers)
+
     async def cancel(self, job: TranscodeJob) -> None:
         """Cancel the job's execution (tasks get SIGTERM) and remove its scratch objects."""
         if job.external_id:
             await self._cancel_execution(job.external_id)
+        await asyncio.to_thread(self._remove_scratch, str(job.id))
+
+    async def discard(self, job: TranscodeJob) -> None:
+        """Remove the scratch objects of a job being deleted (``deleteJob``)."""
         await asyncio.to_thread(self._remove_scratch, str(job.id))
 
     async def poll(self, job: TranscodeJob) -> JobStatus | None:

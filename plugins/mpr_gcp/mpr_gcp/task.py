@@ -8,9 +8,10 @@ keys, via mpr_storage_s3). Encoding reuses the chunker's functions, so a
 Cloud Run job produces the same frames as a local one, trimmed or not (the
 job's trim, ``MPR_GCP_TRIM``, reaches every chunk, the audio and the concat).
 
-A chunk task does not download the source: ffmpeg reads a presigned URL of
-it (MEDIA_IN's ``url()``) and fetches only its chunk's byte ranges; a
-backend without URLs (a local folder) falls back to a local copy.
+No task downloads the source: a chunk, the audio and a single-pass encode
+read a presigned URL of it (MEDIA_IN's ``url()``, :func:`source_input`) and
+fetch only the byte ranges they need; a backend without URLs (a local
+folder) falls back to a local copy. The executor's plan reads it the same way.
 
 Every step is idempotent, because Cloud Run retries a task that exits
 non-zero: a chunk whose object already exists is not encoded again, a
@@ -45,7 +46,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ log = logging.getLogger("mpr_gcp.task")
 CALLBACK_TRIES = 4
 EXIT_TERMINATED = 143
 SOURCE_URL_SECONDS = 6 * 3600
-"""Lifetime of the presigned source URL a chunk task's ffmpeg reads (its reconnects must still be signed)."""
+"""Lifetime of the presigned source URL a task's ffmpeg reads (its reconnects must still be signed)."""
 
 
 class Terminated(BaseException):
@@ -74,6 +75,26 @@ class PeerFailed(MprError):
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
+
+
+@contextmanager
+def source_input(storage: Storage, key: str) -> Iterator[str | Path]:
+    """What ffmpeg and PyAV read ``key`` of ``storage`` from: a presigned http(s) URL, else a local copy.
+
+    A local backend's own file comes first (a public MEDIA_BASE_URL would only
+    fetch it back over HTTP). NotFound when the object does not exist.
+    """
+    storage.stat(key)
+    path = storage.local_path(key)
+    if path is not None:
+        yield path
+        return
+    url = storage.url(key, expires=SOURCE_URL_SECONDS)
+    if url and url.startswith(("http://", "https://")):
+        yield url
+        return
+    with storage.local_copy(key) as path:
+        yield path
 
 
 def _download(storage: Storage, key: str, target: Path) -> Path:
@@ -114,20 +135,12 @@ class TaskRunner:
     def trimmed(self) -> bool:
         return self.trim != (None, None)
 
-    @contextmanager
-    def source_input(self) -> Iterator[str | Path]:
-        """What a chunk encoder reads: a presigned http(s) URL of the source, else a local copy.
+    def source_input(self) -> AbstractContextManager[str | Path]:
+        """What this task's encoder reads: a presigned http(s) URL of the source, else a local copy (:func:`source_input`).
 
         NotFound when the source object does not exist.
         """
-        key = self.spec.source_key
-        self.src.stat(key)
-        url = self.src.url(key, expires=SOURCE_URL_SECONDS)
-        if url and url.startswith(("http://", "https://")):
-            yield url
-            return
-        with self.src.local_copy(key) as path:
-            yield path
+        return source_input(self.src, self.spec.source_key)
 
     @property
     def role(self) -> str:
@@ -145,17 +158,19 @@ class TaskRunner:
     # --- roles -----------------------------------------------------------
 
     def run_single(self) -> None:
-        """Encode the whole job in one pass (not chunked, trimmed, audio only or stream copy)."""
-        from mpr import ffmpeg
+        """Encode the whole job in one pass (not chunked, trimmed, audio only or stream copy).
+
+        ffmpeg reads the source through :meth:`source_input` (no download when MEDIA_IN gives URLs).
+        """
+        from mpr.chunker.encode import encode_whole
 
         spec = self.spec
         if self.out.exists(spec.output_key):
             log.info("output %s already stored (retry): calling back again", spec.output_key)
         else:
-            with self.src.local_copy(spec.source_key) as source, tempfile.TemporaryDirectory() as tmp:
+            with self.source_input() as source, tempfile.TemporaryDirectory() as tmp:
                 output = Path(tmp) / f"output.{self.ext}"
-                argv = ffmpeg.build_command(source, output, self.preset, start=spec.trim_start, end=spec.trim_end)
-                ffmpeg.run(argv)
+                encode_whole(source, self.preset, output, start=spec.trim_start, end=spec.trim_end)
                 self.out.put(spec.output_key, output)
         self.callback({"status": "completed", "output_key": spec.output_key, "metrics": self.metrics()})
 
@@ -193,7 +208,10 @@ class TaskRunner:
         )
 
     def run_concat(self) -> None:
-        """Encode the audio once, wait for every chunk, concatenate, store the output, call back."""
+        """Encode the audio once, wait for every chunk, concatenate, store the output, call back.
+
+        The audio encode reads the source through :meth:`source_input`.
+        """
         from mpr.chunker.concat import concat, placement
         from mpr.chunker.encode import encode_audio
 
@@ -203,7 +221,7 @@ class TaskRunner:
             self.callback({"status": "completed", "output_key": spec.output_key, "metrics": self.metrics()})
             return
         self.check_peers()
-        with self.src.local_copy(spec.source_key) as source, tempfile.TemporaryDirectory() as tmpdir:
+        with self.source_input() as source, tempfile.TemporaryDirectory() as tmpdir:
             tmp = Path(tmpdir)
             audio = None
             if self.preset.audio_codec and self._has_audio(source):
@@ -245,11 +263,16 @@ class TaskRunner:
     # --- helpers ---------------------------------------------------------
 
     @staticmethod
-    def _has_audio(source: Path) -> bool:
+    def _has_audio(source: str | Path) -> bool:
         import av
 
-        with av.open(str(source)) as container:
-            return bool(container.streams.audio)
+        from mpr.chunker.plan import redact, source_name
+
+        try:
+            with av.open(str(source)) as container:
+                return bool(container.streams.audio)
+        except (av.FFmpegError, OSError) as exc:  # a URL's signature stays out of the error
+            raise MprError(f"cannot read {source_name(source)}: {redact(str(exc))}") from None
 
     def wait_for_chunks(self, tmp: Path) -> list[Path]:
         """Download every chunk as it appears; PeerFailed when a chunk task failed for good."""

@@ -4,6 +4,8 @@
   callback) has exactly the frames of the local trimmed single pass.
 - A chunk task reads only its byte ranges of the source (counting proxy in front of moto),
   and encodes the same chunk as from a local copy; a local-folder MEDIA_IN falls back to the file.
+- The executor's plan, a single-pass task and the concat task's audio encode read the URL too:
+  no copy of the source in the temp dir, and the same output as from a local copy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import importlib.util
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,8 +23,8 @@ import pytest
 from mpr import ffmpeg
 from mpr.chunker.plan import plan_chunks
 from mpr.errors import ExecutorError, NotFound
-from mpr.models import ChunkStatus, JobChunk, JobStatus
-from testkit import CountingProxy, make_clip
+from mpr.models import ChunkStatus, JobChunk, JobStatus, TranscodeJob
+from testkit import CountingProxy, copies_on_disk, make_clip
 
 from .conftest import FAST, reset_caches
 from .test_gcp_executor import seed_job, wait_final
@@ -170,7 +173,9 @@ def test_chunk_tasks_read_only_their_part_of_the_source(gcs, moto_server, clip20
                 f"(max {max(before)}), URL {sum(after)} B (max {max(after)}, min {min(after)})"
             )
         assert all(b >= size for b in before)
-        assert sum(after) < sum(before) / 4 and max(after) < size / 4
+        # ffmpeg's abandoned read-ahead (its receive buffer, not ours) adds a timing-dependent few hundred KB
+        # to some chunks: measured 5.1-5.3x less in all, 25% of the source at most per chunk; asserted with room
+        assert sum(after) < sum(before) / 3 and max(after) < size / 2
         out = media_out()
         for c in streamed.chunks:  # the same encoded chunk either way
             with (
@@ -206,3 +211,130 @@ def test_a_local_media_in_falls_back_to_the_file(gcs, clip4, tmp_path, monkeypat
     (folder / "long.mp4").unlink()
     with pytest.raises(NotFound), local.source_input():
         pass
+
+
+class TempWatch:
+    """What the temp dir holds when ffmpeg finishes and when the plan's keyframe scan does (calls unchanged)."""
+
+    def __init__(self, monkeypatch, root: Path, source: Path) -> None:
+        import mpr.chunker.plan
+
+        self.root, self.seen = root, []
+        root.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setattr(tempfile, "tempdir", str(root))  # local copies and the tasks' scratch dirs
+        real_run, real_index = ffmpeg.run, mpr.chunker.plan.index_video
+
+        def watched(real):
+            def call(*args, **kwargs):
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    self.seen.append(copies_on_disk(root, source))
+
+            return call
+
+        monkeypatch.setattr(ffmpeg, "run", watched(real_run))
+        monkeypatch.setattr(mpr.chunker.plan, "index_video", watched(real_index))
+
+    def take(self) -> tuple[int, int]:
+        """(most copies of the source, most bytes) seen since the last take."""
+        seen, self.seen = self.seen, []
+        assert seen, "neither a keyframe scan nor ffmpeg ran"
+        return max(c for c, _ in seen), max(b for _, b in seen)
+
+
+def _steps(spec, proxy: CountingProxy, watch: TempWatch) -> dict[str, tuple[int, int, int]]:
+    """The executor's plan (of the trim, chunked), then the single task or the concat task (its audio).
+
+    Per step: bytes read from "GCS", most source copies and bytes in the temp dir; and the plan.
+    """
+    from mpr_gcp import task
+    from mpr_gcp.executor import GcpExecutor
+    from mpr_gcp.settings import GcpSettings
+
+    from mpr.settings import get_settings
+
+    job = TranscodeJob(
+        source_path=spec.source_key,
+        output_path=spec.output_key,
+        preset_snapshot=FAST.to_dict(),
+        chunked=True,
+        chunk_seconds=1.0,
+        trim_start=spec.trim_start,
+        trim_end=spec.trim_end,
+    )
+    seen = {}
+    proxy.reset()
+    seen["chunks"] = GcpExecutor(get_settings(), GcpSettings()).plan(job)
+    seen["plan"] = (proxy.reset()[0], *watch.take())
+    index = len(spec.chunks)  # the concat task (or task 0 of a single-pass job)
+    env = {**spec.to_env(), "CLOUD_RUN_TASK_INDEX": str(index), "CLOUD_RUN_TASK_COUNT": str(spec.task_count)}
+    assert task.main(env) == 0
+    seen["encode"] = (proxy.reset()[0], *watch.take())
+    assert not list(watch.root.iterdir())  # every step removed its scratch
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["single", "audio"])
+def test_plan_single_pass_and_audio_stream_the_source_without_a_copy_in_the_temp_dir(
+    gcs, moto_server, clip20, tmp_path, monkeypatch, capsys, kind
+):
+    from mpr_storage_s3.storage import S3Storage
+
+    from mpr.storage import media_in, media_out
+
+    media_in().put("long.mp4", clip20)
+    size = clip20.stat().st_size
+    proxy = CountingProxy(moto_server.port)
+    callbacks: list[dict] = []
+    try:
+        monkeypatch.setenv("MPR_GS_ENDPOINT_URL", proxy.url)
+        reset_caches()
+        from mpr_gcp.task import TaskRunner
+
+        monkeypatch.setattr(TaskRunner, "callback", lambda self, payload: callbacks.append(payload))  # no MPR here
+        watch = TempWatch(monkeypatch, tmp_path / "task-tmp", clip20)
+        streamed = _spec(gcs, clip20, "a.mp4", trim_start=1.5, trim_end=18.5)
+        if kind == "single":  # a trim with a frame rate change: one single-pass task
+            streamed = dataclasses.replace(streamed, chunks=(), preset={**FAST.to_dict(), "fps": 25})
+        out = media_out()
+        if kind == "audio":  # the chunk tasks ran already: the concat task encodes the audio and joins
+            _run_chunks(streamed, proxy)
+            watch.seen.clear()
+        copied = dataclasses.replace(streamed, job_id="j-copy", output_key="b.mp4")
+        if kind == "audio":
+            for c in streamed.chunks:
+                with out.local_copy(streamed.chunk_key(c.index, "mp4")) as part:
+                    out.put(copied.chunk_key(c.index, "mp4"), part)
+        after = _steps(streamed, proxy, watch)
+        with monkeypatch.context() as m:
+            m.setattr(S3Storage, "url", lambda self, key, expires=3600: None)  # no URL: a local copy
+            before = _steps(copied, proxy, watch)
+        with capsys.disabled():
+            for step in ("plan", "encode"):
+                print(
+                    f"\ngcp {kind} {step}, {size} B source: local copy read {before[step][0]} B, temp dir held "
+                    f"{before[step][2]} B ({before[step][1]} source copy); URL read {after[step][0]} B, "
+                    f"temp dir held {after[step][2]} B ({after[step][1]} source copy)"
+                )
+        for step in ("plan", "encode"):
+            assert before[step][1] == 1 and before[step][2] >= size  # the local copy is seen
+            assert after[step][1] == 0  # the URL leaves none: only the task's own files
+            assert after[step][2] < before[step][2] - size / 2
+            assert before[step][0] >= size and after[step][0] > 0
+        assert [c["status"] for c in callbacks] == ["completed", "completed"]
+        assert after["chunks"] == before["chunks"] and len(after["chunks"][0]) == 17
+
+        got = []
+        for key in ("a.mp4", "b.mp4"):
+            local = tmp_path / key
+            out.download(key, local)
+            got.append(inspect(local))
+        a, b = got
+        assert len(a.pts) >= 424  # 17 s at 25 fps
+        chunkcheck.assert_same_frames(a, b)
+        assert a.duration == pytest.approx(b.duration, abs=1e-3)
+        assert a.audio_seconds == pytest.approx(b.audio_seconds, abs=1e-3) and a.audio_seconds > 16
+    finally:
+        proxy.close()
+        reset_caches()

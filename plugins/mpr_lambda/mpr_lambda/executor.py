@@ -4,8 +4,9 @@
 input that says what to encode and where to put it, and the URL to call back.
 It carries no secret: the Lambdas read the callback secret from their own
 environment or SSM. The job is finished by the signed callback
-(``POST /api/jobs/{id}/callback``); ``poll`` catches an execution that ended
-without calling back, ``cancel`` stops the execution.
+(``POST /api/jobs/{id}/callback``); ``poll`` (called by the poll loop of
+``mpr serve``, :mod:`mpr.polling`) catches an execution that ended without
+calling back, ``cancel`` stops the execution.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mpr import jobs
 from mpr.errors import ExecutorError, InvalidTransition
-from mpr.models import FINAL_STATUSES, JobStatus
+from mpr.executors import PollResult
+from mpr.models import JobStatus
 from mpr.storage import safe_key, scheme_of
 from mpr_lambda.settings import LambdaSettings
 
@@ -39,6 +41,14 @@ def join_url(root: str, key: str) -> str:
     return root.rstrip("/") + "/" + safe_key(key)
 
 
+def work_root_url(settings: Settings, lambda_settings: LambdaSettings) -> str:
+    """Where the chunk files of every job go: MPR_SFN_WORK_URL, else ``mpr-work/`` in MEDIA_OUT's bucket."""
+    if lambda_settings.work_url:
+        return lambda_settings.work_url
+    bucket = settings.media_out.split("://", 1)[1].split("/", 1)[0]
+    return f"{scheme_of(settings.media_out)}://{bucket}/mpr-work/"
+
+
 def execution_input(job: TranscodeJob, settings: Settings, lambda_settings: LambdaSettings) -> dict[str, Any]:
     """The state machine input for ``job``: ids, storage URLs, preset snapshot, chunk size, callback URL.
 
@@ -49,11 +59,7 @@ def execution_input(job: TranscodeJob, settings: Settings, lambda_settings: Lamb
         if scheme_of(root) not in ("s3", "gs"):
             raise ExecutorError(f"the lambda executor needs {name} in a bucket (s3://bucket/prefix/), got {root!r}")
     output_url = join_url(settings.media_out, job.output_path)
-    if lambda_settings.work_url:
-        work_root = lambda_settings.work_url
-    else:
-        bucket = settings.media_out.split("://", 1)[1].split("/", 1)[0]
-        work_root = f"{scheme_of(settings.media_out)}://{bucket}/mpr-work/"
+    work_root = work_root_url(settings, lambda_settings)
     return {
         "job_id": str(job.id),
         "attempt": int(job.attempts or 0),
@@ -139,6 +145,19 @@ class LambdaExecutor:
             return
         await asyncio.to_thread(self._stop, job.external_id, "cancelled in MPR")
 
+    async def discard(self, job: TranscodeJob) -> None:
+        """Remove the chunk files a failed or cancelled run left under the work URL (``deleteJob``)."""
+        if scheme_of(self.settings.media_out) not in ("s3", "gs"):
+            return  # no execution ever ran, so nothing was written
+        await asyncio.to_thread(self._remove_work, str(job.id))
+
+    def _remove_work(self, job_id: str) -> None:
+        from mpr.storage import get_storage
+
+        storage = get_storage(work_root_url(self.settings, self.lambda_settings), self.settings)
+        for info in list(storage.list(f"{safe_key(job_id)}/")):
+            storage.delete(info.key)
+
     def describe(self, arn: str) -> dict[str, Any]:
         """DescribeExecution for ``arn`` (ExecutorError on failure)."""
         try:
@@ -146,24 +165,25 @@ class LambdaExecutor:
         except (ClientError, BotoCoreError) as exc:
             raise ExecutorError(f"could not describe execution {arn}: {_describe(exc)}") from exc
 
-    async def poll(self, job: TranscodeJob) -> str | None:
-        """The execution's status (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED).
+    async def poll(self, job: TranscodeJob) -> PollResult | None:
+        """What the job's execution says: ``failed`` when it ended FAILED/TIMED_OUT/ABORTED, else ``running``.
 
-        A PROCESSING job whose execution ended FAILED/TIMED_OUT/ABORTED (so no
-        callback will come) is marked FAILED with the execution's error.
+        Such an execution will not call back (it was stopped, timed out, or
+        failed without reaching NotifyFailure's callback), so the core's poll
+        loop (:mod:`mpr.polling`, inside ``mpr serve``; also ``mpr lambda-poll``)
+        fails the job with the execution's error, unless the job is already
+        final. A SUCCEEDED execution has delivered its callback (NotifySuccess
+        has no Catch). None when the job has no execution.
         """
         if not job.external_id:
             return None
         info = await asyncio.to_thread(self.describe, job.external_id)
-        status = info.get("status")
-        if status in _DEAD and job.status not in FINAL_STATUSES:
-            reason = ": ".join(x for x in (info.get("error"), info.get("cause")) if x) or status.lower()
-            message = f"Step Functions execution {status.lower()} without calling back ({reason})"[:4000]
-            try:
-                await jobs.transition(job.id, JobStatus.FAILED, error=message, message=message)
-            except InvalidTransition:
-                pass  # the callback won the race
-        return status
+        status = str(info.get("status") or "UNKNOWN")
+        if status not in _DEAD:
+            return PollResult("running", state=status)
+        reason = ": ".join(x for x in (info.get("error"), info.get("cause")) if x) or status.lower()
+        message = f"Step Functions execution {status.lower()} without calling back ({reason})"[:4000]
+        return PollResult("failed", error=message, state=status)
 
 
 def _describe(exc: Exception) -> str:
@@ -173,21 +193,13 @@ def _describe(exc: Exception) -> str:
     return f"{exc.__class__.__name__}: {exc}"
 
 
-async def poll_processing(executor: LambdaExecutor | None = None) -> dict[str, str]:
-    """Poll every PROCESSING lambda job with an execution (``mpr lambda-poll``); ``{job id: status}``.
+async def poll_processing() -> dict[str, str]:
+    """Poll every unfinished lambda job once (``mpr lambda-poll``); ``{job id: execution status}``.
 
-    Jobs whose execution ended without calling back become FAILED (see :meth:`LambdaExecutor.poll`).
+    The same pass ``mpr serve`` runs every ``MPR_POLL_INTERVAL`` seconds
+    (:func:`mpr.polling.poll_once`): jobs whose execution ended without calling
+    back become FAILED (see :meth:`LambdaExecutor.poll`).
     """
-    from mpr.executors import get_executor
-    from mpr.models import TranscodeJob
+    from mpr.polling import poll_once
 
-    executor = executor or get_executor("lambda")
-    states: dict[str, str] = {}
-    running = await TranscodeJob.filter(status=JobStatus.PROCESSING, executor="lambda", external_id__isnull=False)
-    for job in running:
-        try:
-            states[str(job.id)] = await executor.poll(job) or "unknown"
-        except ExecutorError as exc:
-            log.warning("job %s: %s", job.id, exc)
-            states[str(job.id)] = f"error: {exc}"
-    return states
+    return await poll_once(["lambda"])

@@ -10,9 +10,11 @@ and keep within Lambda's limits: 900 s per call (chunk length is chosen so a
 chunk finishes well within it), and /tmp (checked before downloading, always
 emptied afterwards because warm containers keep it).
 
-A video chunk does not download the source: ffmpeg reads a presigned URL of
-it (:func:`source_input`) and fetches only the byte ranges of its chunk (HTTP
-Range requests after the input seek). A trimmed job is chunked too: the plan
+No step downloads the source: the plan (probe and keyframe scan), a video
+chunk, the audio and a single-pass encode read a presigned URL of it
+(:func:`source_input`) and fetch only the byte ranges they need (HTTP Range
+requests after the input seek), so /tmp never holds it; a storage without
+URLs falls back to a download. A trimmed job is chunked too: the plan
 covers only the trim and every step gets the job's ``trim_start``/``trim_end``
 (the execution input), so the output has the frames of a trimmed single pass.
 """
@@ -36,6 +38,7 @@ from mpr import callbacks, ffmpeg
 from mpr.chunker import Chunk, encode_audio, placement
 from mpr.chunker import concat as concat_chunks
 from mpr.chunker import encode_chunk as encode_video_chunk
+from mpr.chunker.encode import encode_whole
 from mpr.chunker.plan import index_video, plan_from_index
 from mpr.errors import FFmpegError, MprError, NotFound
 from mpr.presets import SOURCE_CONTAINER, Preset
@@ -117,15 +120,15 @@ def _fetch(url: str, target_dir: Path, ls: LambdaSettings, budget_share: float =
 
 
 SOURCE_URL_SECONDS = 3600
-"""Lifetime of the presigned source URL a chunk encoder reads (well beyond Lambda's 900 s limit)."""
+"""Lifetime of the presigned source URL a step reads (well beyond Lambda's 900 s limit)."""
 
 
 def source_input(url: str, target_dir: Path, ls: LambdaSettings) -> str | Path:
-    """What a video chunk encoder reads: a presigned http(s) URL of ``url``, else a downloaded copy.
+    """What a step reads the source from: a presigned http(s) URL of ``url``, else a downloaded copy.
 
-    With the URL ffmpeg reads only the chunk's byte ranges (and nothing lands
-    in /tmp); a backend that gives no URL (or a non-http one) falls back to
-    :func:`_fetch`. SourceMissing when the object does not exist.
+    With the URL ffmpeg and PyAV read only the byte ranges they need (and
+    nothing lands in /tmp); a backend that gives no URL (or a non-http one)
+    falls back to :func:`_fetch`. SourceMissing when the object does not exist.
     """
     store, key = _storage(url)
     try:
@@ -207,8 +210,8 @@ def plan(event: dict, context: Any = None) -> dict:
     """Plan step. Input: the execution input. Output: ``{"items": [...], "info": {...}}``.
 
     Items are video chunks (``{"kind": "video", "index", "start", "end",
-    "frames"}``), one ``{"kind": "audio"}`` (the audio track, encoded once),
-    or a single ``{"kind": "whole"}`` when the job cannot be chunked (stream
+    "frames", "count"}``, count being the number of video chunks), one
+    ``{"kind": "audio"}`` (the audio track, encoded once), or a single ``{"kind": "whole"}`` when the job cannot be chunked (stream
     copy, audio-only source, no video encoder, a trim with a preset that
     changes the frame rate). A trimmed job's chunks cover only the trim.
     """
@@ -217,7 +220,7 @@ def plan(event: dict, context: Any = None) -> dict:
     preset = Preset.from_dict(job["preset"])
     ext = ffmpeg.output_extension(preset, job["source_url"])
     with _scratch(ls) as tmp:
-        source = _fetch(job["source_url"], tmp, ls)
+        source = source_input(job["source_url"], tmp, ls)
         idx = index_video(source)
         has_audio = _has_audio(source)
         duration = (idx.end_us - idx.frame_us[0]) / 1e6 if idx else _duration(source)
@@ -228,7 +231,12 @@ def plan(event: dict, context: Any = None) -> dict:
         )
         # a frame rate change cannot be cut mid-trim like one pass does (see mpr.chunker.encode.chunk_command)
         chunkable = chunkable and not (trimmed and preset.fps)
-        info: dict[str, Any] = {"ext": ext, "duration": duration, "source_size": source.stat().st_size}
+        if isinstance(source, Path):
+            size = source.stat().st_size
+        else:
+            store, key = _storage(job["source_url"])
+            size = store.stat(key).size
+        info: dict[str, Any] = {"ext": ext, "duration": duration, "source_size": size}
         if not chunkable:
             if preset.video_codec not in (None, "copy") and idx is not None:
                 span = (job.get("trim_end") or duration) - (job.get("trim_start") or 0.0)
@@ -249,7 +257,8 @@ def plan(event: dict, context: Any = None) -> dict:
                 f"{ls.timeout:.0f} s (re-encode it with a shorter GOP first)"
             )
         video_start = max(0.0, idx.frame_us[0] / 1e6) if chunks and chunks[0].start == 0 else 0.0
-        items: list[dict[str, Any]] = [{"kind": "video", **c.to_dict()} for c in chunks]
+        # count: the encoder's reports carry it, so MPR can count progress even if the plan report is lost
+        items: list[dict[str, Any]] = [{"kind": "video", **c.to_dict(), "count": len(chunks)} for c in chunks]
         if preset.audio_codec is not None and has_audio:
             items.append({"kind": "audio"})
         info.update(
@@ -264,7 +273,7 @@ def plan(event: dict, context: Any = None) -> dict:
         return {"items": items, "info": info}
 
 
-def _has_audio(path: Path) -> bool:
+def _has_audio(path: str | Path) -> bool:
     import av
 
     try:
@@ -274,7 +283,7 @@ def _has_audio(path: Path) -> bool:
         return False
 
 
-def _duration(path: Path) -> float:
+def _duration(path: str | Path) -> float:
     import av
 
     try:
@@ -289,11 +298,13 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     """Encode step (one Map iteration). Input: ``{"job": ..., "item": ...}``. Output: where the result went.
 
     Idempotent: a retried iteration whose object already exists (S3 puts are
-    atomic, so it is complete) is not encoded again. A video chunk reads the
-    source through a presigned URL (:func:`source_input`); the audio and a
-    whole-file encode download it. The job's trim applies to all three. A video chunk reports
+    atomic, so it is complete) is not encoded again. A video chunk, the audio
+    and a whole-file encode all read the source through a presigned URL
+    (:func:`source_input`). The job's trim applies to all three. A video chunk reports
     ``started`` and ``done``/``failed`` to MPR (:func:`report`, best effort),
-    as worker the Lambda request id, as attempt the state's retry count + 1.
+    as worker the Lambda request id, as attempt the state's retry count + 1,
+    with the chunk's start, end and the plan's chunk count (MPR makes the row
+    from them if the plan report was lost).
     """
     job, item = _job(event), event["item"]
     _, ls = _settings()
@@ -317,11 +328,15 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     result = {"kind": kind, "index": chunk.index if chunk else -1, "url": url}
     if chunk:
         result["duration"] = chunk.duration
-    progress = {
+    progress: dict[str, Any] = {
         "index": result["index"],
         "worker": str(getattr(context, "aws_request_id", None) or "lambda"),
         "attempt": int(event.get("retry") or 0) + 1,
     }
+    if chunk:  # what MPR needs to make the chunk's row when the plan report never arrived
+        progress.update(start=chunk.start, end=chunk.end)
+        if item.get("count"):
+            progress["count"] = int(item["count"])
     if store.exists(key):
         log.info("%s: already done by an earlier attempt", what)
         if chunk:
@@ -332,10 +347,7 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     try:
         with _scratch(ls) as tmp:
             trim_start, trim_end = trim_of(job)
-            if kind == "video":
-                source: str | Path = source_input(job["source_url"], tmp, ls)
-            else:
-                source = _fetch(job["source_url"], tmp, ls)
+            source = source_input(job["source_url"], tmp, ls)
             out = tmp / name
             started = time.monotonic()
             try:
@@ -344,8 +356,7 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
                 elif kind == "audio":
                     encode_audio(source, preset, out, start=trim_start, end=trim_end)
                 else:
-                    argv = ffmpeg.build_command(source, out, preset, start=trim_start, end=trim_end)
-                    ffmpeg.run(argv)
+                    encode_whole(source, preset, out, start=trim_start, end=trim_end)
             except FFmpegError as exc:
                 raise _ffmpeg_failure(what, exc) from exc
             seconds = time.monotonic() - started

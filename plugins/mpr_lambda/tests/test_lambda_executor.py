@@ -165,7 +165,11 @@ async def test_cancel_stops_the_execution(moto_server, asl, lambda_env, sqlite_d
     assert sum(1 for e in events if e["type"] == "TaskScheduled") == 1  # the retry never ran
     names = entered(events)
     assert "Encode" not in names and "NotifySuccess" not in names and "NotifyFailure" not in names
-    assert await executor.poll(job) == "ABORTED"
+    from mpr.polling import apply_result
+
+    result = await executor.poll(job)
+    assert result.state == "ABORTED" and result.status == "failed"
+    assert await apply_result(job.id, result) is False  # what the poll loop does with it: nothing
     assert (await TranscodeJob.get(id=job.id)).status == JobStatus.CANCELLED  # poll never revives it
 
 

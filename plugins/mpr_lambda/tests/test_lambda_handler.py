@@ -88,10 +88,18 @@ def test_single_pass_path_for_audio_and_trims_cleans_tmp_and_is_idempotent(
 
 
 def test_source_too_big_for_tmp_is_refused_before_download(job_env, moto_server, s3_bucket, monkeypatch) -> None:
+    from mpr_storage_s3.storage import S3Storage
+
     monkeypatch.setenv("MPR_LAMBDA_TMP_MB", "64")
     moto_server.client("s3").put_object(Bucket=s3_bucket, Key="in/tone.mp3", Body=b"\0" * (30 * 1024 * 1024))
-    with pytest.raises(handler.TooBig, match="Lambda /tmp holds 67 MB"):
+    # read through its presigned URL, /tmp does not bound it (these zeros are no media: the scan says so)
+    with pytest.raises(handler.StepFailed, match=r"cannot read .*tone.mp3\?<redacted>") as caught:
         handler.plan(job_env["job"])
+    assert not isinstance(caught.value, handler.TooBig) and "Signature" not in str(caught.value)
+    with monkeypatch.context() as m:  # no URL: the download would not fit
+        m.setattr(S3Storage, "url", lambda self, key, expires=3600: None)
+        with pytest.raises(handler.TooBig, match="Lambda /tmp holds 67 MB"):
+            handler.plan(job_env["job"])
 
 
 def test_missing_source_is_reported_by_url(job_env) -> None:

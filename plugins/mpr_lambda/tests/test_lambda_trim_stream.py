@@ -5,13 +5,17 @@
   single pass.
 - A chunk encoder reads only its byte ranges of the source: measured with a counting proxy in
   front of moto for a 20-chunk clip, URL against download, with the same encoded chunks.
+- The plan, a single-pass (whole) encode and the audio encode read the URL too: no copy of the
+  source lands in the Lambda's /tmp, and the output is the download path's.
 - A presigned URL's signature never reaches an error message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,12 +24,24 @@ from mpr_lambda import handler
 
 from mpr import ffmpeg
 from mpr.presets import Preset
-from testkit import CountingProxy, make_clip
-from tests.chunker.chunkcheck import assert_like_single_pass, assert_same_frames, inspect
+from testkit import CountingProxy, copies_on_disk, make_clip
 
 sys.path.insert(0, str(Path(__file__).parent))
-
 from test_lambda_e2e import PRESET, serve_stack
+
+# tests/chunker/chunkcheck.py by path: run together with mpr_gcp's tests, "tests" is that package
+_spec = importlib.util.spec_from_file_location(
+    "mpr_chunkcheck", Path(__file__).resolve().parents[3] / "tests" / "chunker" / "chunkcheck.py"
+)
+chunkcheck = sys.modules.get(_spec.name) or importlib.util.module_from_spec(_spec)
+if _spec.name not in sys.modules:
+    sys.modules[_spec.name] = chunkcheck  # its dataclasses look their module up
+    _spec.loader.exec_module(chunkcheck)
+assert_like_single_pass, assert_same_frames, inspect = (
+    chunkcheck.assert_like_single_pass,
+    chunkcheck.assert_same_frames,
+    chunkcheck.inspect,
+)
 
 CREATE_TRIMMED = """mutation($asset: ID!, $preset: ID, $start: Float, $end: Float) { createJob(input: {
   sourceAssetId: $asset, presetId: $preset, chunked: true, chunkSeconds: 1.0, trimStart: $start, trimEnd: $end })
@@ -175,8 +191,10 @@ def test_chunk_encoders_read_only_their_part_of_the_source(
             f"{sum(before) / sum(after):.1f}x less"
         )
         assert all(b >= size for b in before)  # every encoder downloaded the whole source
-        assert sum(after) < sum(before) / 4
-        assert max(after) < size / 4
+        # ffmpeg's abandoned read-ahead (its receive buffer, not ours) adds a timing-dependent few hundred KB
+        # to some chunks: measured 7.7x less in all and at most a quarter of the source per chunk, asserted with room
+        assert sum(after) < sum(before) / 3
+        assert max(after) < size / 2
 
         # the same encoded chunks either way, and the same output
         for i in range(20):
@@ -207,6 +225,115 @@ def test_chunk_encoders_read_only_their_part_of_the_source(
         proxy.close()
 
 
+class TmpWatch:
+    """What the Lambda's /tmp holds when ffmpeg finishes and when the plan's keyframe scan does.
+
+    Looked at just before the step empties its scratch dir, so a downloaded
+    source is still there; the calls themselves run unchanged.
+    """
+
+    def __init__(self, monkeypatch, root: Path, source: Path) -> None:
+        self.root, self.source, self.seen = root, source, []
+        root.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv("MPR_LAMBDA_TMP_DIR", str(root))
+        monkeypatch.setattr(tempfile, "tempdir", str(root))  # anything else ffmpeg's caller writes: there too
+        real_run, real_index = ffmpeg.run, handler.index_video
+
+        def run(argv, **kwargs):
+            try:
+                return real_run(argv, **kwargs)
+            finally:
+                self.seen.append(copies_on_disk(root, source))
+
+        def index_video(src):
+            try:
+                return real_index(src)
+            finally:
+                self.seen.append(copies_on_disk(root, source))
+
+        monkeypatch.setattr(ffmpeg, "run", run)
+        monkeypatch.setattr(handler, "index_video", index_video)
+
+    def take(self) -> tuple[int, int]:
+        """(most copies of the source, most bytes) seen since the last take."""
+        seen, self.seen = self.seen, []
+        assert seen, "the step neither scanned nor ran ffmpeg"
+        return max(c for c, _ in seen), max(b for _, b in seen)
+
+
+def _run_steps(job: dict, items: list[dict], proxy: CountingProxy, watch: TmpWatch) -> dict:
+    """Plan, then EncodeChunk for ``items`` (by kind); bytes read from S3 and /tmp seen, per step."""
+    proxy.reset()
+    plan = handler.plan({"job": job})
+    seen = {"plan": (proxy.reset()[0], *watch.take())}
+    for item in items:
+        assert handler.encode_chunk({"job": job, "item": item})["reused"] is False
+        seen[item["kind"]] = (proxy.reset()[0], *watch.take())
+    assert not list(watch.root.iterdir())  # every step emptied its scratch
+    return {"planned": plan, **seen}
+
+
+@pytest.mark.parametrize("kind", ["whole", "audio"])
+def test_plan_single_pass_and_audio_stream_the_source_without_a_copy_in_tmp(
+    moto_server, s3_bucket, tmp_path, monkeypatch, clip20, kind
+) -> None:
+    from mpr_storage_s3.storage import S3Storage
+
+    s3 = moto_server.client("s3")
+    s3.upload_file(str(clip20), s3_bucket, "in/long.mp4")
+    size = clip20.stat().st_size
+    proxy = CountingProxy(moto_server.port)
+    try:
+        monkeypatch.setenv("MPR_S3_ENDPOINT_URL", proxy.url)
+        handler._stores.clear()
+        watch = TmpWatch(monkeypatch, tmp_path / "lambda-tmp", clip20)
+
+        def job(name: str) -> dict:
+            j = _job(s3_bucket, "in/long.mp4", name) | {"trim_start": 1.5, "trim_end": 18.5}
+            # a trim with a frame rate change is encoded in one pass; otherwise chunks and one audio item
+            return j | {"preset": {**FAST, "fps": 25}} if kind == "whole" else j
+
+        jobs = [job("url"), job("download")]
+        streamed = _run_steps(jobs[0], [{"kind": kind}], proxy, watch)
+        with monkeypatch.context() as m:
+            m.setattr(S3Storage, "url", lambda self, key, expires=3600: None)  # no URL: the download fallback
+            downloaded = _run_steps(jobs[1], [{"kind": kind}], proxy, watch)
+        for step in ("plan", kind):
+            print(
+                f"\n{step} of a {size} B source: download read {downloaded[step][0]} B, /tmp held "
+                f"{downloaded[step][2]} B ({downloaded[step][1]} source copy); URL read {streamed[step][0]} B, "
+                f"/tmp held {streamed[step][2]} B ({streamed[step][1]} source copy)"
+            )
+            assert downloaded[step][1] == 1 and downloaded[step][2] >= size  # the download path's copy is seen
+            assert streamed[step][1] == 0  # the URL path leaves none: only the step's own output, if any
+            assert streamed[step][2] < downloaded[step][2] - size / 2
+            assert downloaded[step][0] >= size and streamed[step][0] > 0
+        assert streamed["planned"] == downloaded["planned"]
+        if kind == "whole":
+            assert streamed["planned"]["items"] == [{"kind": "whole"}]
+        else:
+            assert streamed["planned"]["items"][-1] == {"kind": "audio"}
+        assert streamed[kind][0] < downloaded[kind][0] * 3  # reading through the URL is no detour
+
+        # the same output either way (frames and their times, duration, audio)
+        got = []
+        for j in jobs:
+            local = tmp_path / f"{j['job_id']}.mp4"
+            s3.download_file(s3_bucket, f"mpr-work/{j['job_id']}/0/{kind}.mp4", str(local))
+            got.append(inspect(local))
+        a, b = got
+        assert a.duration == pytest.approx(b.duration, abs=1e-3)
+        assert a.audio_seconds == pytest.approx(b.audio_seconds, abs=1e-3) and a.audio_seconds > 16
+        if kind == "whole":
+            assert len(a.pts) == 425  # 17 s at 25 fps
+            assert_same_frames(a, b)
+        else:
+            assert a.pts == b.pts == []
+    finally:
+        handler._stores.clear()
+        proxy.close()
+
+
 def test_a_presigned_url_signature_never_reaches_the_error(moto_server, s3_bucket, tmp_path, monkeypatch, clip4):
     from mpr_storage_s3.storage import S3Storage
 
@@ -230,6 +357,16 @@ def test_a_presigned_url_signature_never_reaches_the_error(moto_server, s3_bucke
     with pytest.raises(handler.StepFailed) as trimmed:  # a trimmed chunk also opens the URL with PyAV
         handler.encode_chunk({"job": job | {"trim_start": 0.5}, "item": item})
     assert "gone.mp4?<redacted>" in str(trimmed.value) and "Signature" not in str(trimmed.value)
+
+    for step in (  # the plan (PyAV), the audio and a single pass (ffmpeg) read the URL too
+        lambda: handler.plan({"job": job}),
+        lambda: handler.encode_chunk({"job": job, "item": {"kind": "audio"}}),
+        lambda: handler.encode_chunk({"job": job, "item": {"kind": "whole"}}),
+    ):
+        with pytest.raises(handler.StepFailed) as other:
+            step()
+        assert "gone.mp4?<redacted>" in str(other.value), other.value
+        assert "Signature" not in str(other.value) and "Credential" not in str(other.value)
 
 
 def test_a_source_deleted_before_its_chunk_is_reported_missing(moto_server, s3_bucket, tmp_path, monkeypatch):

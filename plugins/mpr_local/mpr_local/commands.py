@@ -18,10 +18,14 @@ def worker_command(workers: int | None) -> None:
     Ctrl-C finishes the running jobs first; a second Ctrl-C or SIGTERM stops
     at once and marks the running jobs failed (retry them with `mpr retry`).
     """
+    from mpr.bus import local_bus_warning
     from mpr.settings import get_settings
     from mpr_local.worker import run_worker
 
     settings = get_settings()
+    warning = local_bus_warning(settings, "mpr worker")
+    if warning:
+        click.echo(warning, err=True)
     if workers:
         settings = dataclasses.replace(settings, workers=workers)
     if not logging.getLogger().handlers:

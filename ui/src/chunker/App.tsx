@@ -2,11 +2,15 @@ import { useCallback, useEffect, useId, useRef, useState } from "react";
 import { Empty, ErrorBanner, Header, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
 import { createJob, defaultPreset, getJob, listAssets, listJobs, listPresets } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
+import { showingText } from "../lib/paging";
 import { bytes, eta, speed } from "../lib/format";
 import { eventsClient, followStream, type StreamStats } from "../lib/stream";
 import { FINAL, type Asset, type Job, type Preset } from "../lib/types";
 import { applyEvent, emptyPipeline, withPlan, type PipelineState } from "./pipeline";
 import { ChunkMap, EventLog, Sparkline, WorkerLanes } from "./Views";
+
+/** How many assets the chunker's picker lists at most (its search box finds the others). */
+const PICKER_LIMIT = 200;
 
 function jobFromUrl(): string | null {
   return new URLSearchParams(location.search).get("job");
@@ -31,22 +35,44 @@ function StartForm({ onError }: { onError(message: string): void }) {
   const [jobId, setJobId] = useState("");
   const [busy, setBusy] = useState(false);
   const [loaded, setLoaded] = useState(false);
-  const ids = { asset: useId(), preset: useId(), secs: useId(), workers: useId(), job: useId() };
+  const [assetSearch, setAssetSearch] = useState("");
+  const [assetTotal, setAssetTotal] = useState(0);
+  const ids = { asset: useId(), find: useId(), preset: useId(), secs: useId(), workers: useId(), job: useId() };
 
   useEffect(() => {
-    Promise.all([listAssets(), listPresets(), listJobs()])
-      .then(([a, p, j]) => {
-        const videos = a.filter((x) => x.kind === "video" && x.status === "ready");
-        setAssets(videos);
+    Promise.all([listPresets(), listJobs(50)])
+      .then(([p, j]) => {
         setPresets(p);
         setRecent(j.filter((x) => x.chunked).slice(0, 10));
-        if (videos[0]) setAssetId(videos[0].id);
         const preferred = defaultPreset(p.filter((x) => x.videoCodec && x.videoCodec !== "copy"));
         if (preferred) setPresetId(preferred.id);
       })
-      .catch((err) => onError(errorMessage(err)))
-      .finally(() => setLoaded(true));
+      .catch((err) => onError(errorMessage(err)));
   }, [onError]);
+
+  // The picker lists ready videos, filtered and counted by the server (a large library shows the
+  // first PICKER_LIMIT; the search box narrows it).
+  useEffect(() => {
+    let stale = false;
+    const timer = setTimeout(
+      () => {
+        listAssets({ kind: "video", status: "ready", search: assetSearch }, PICKER_LIMIT)
+          .then((page) => {
+            if (stale) return;
+            setAssets(page.assets);
+            setAssetTotal(page.total);
+            setAssetId((id) => (page.assets.some((a) => a.id === id) ? id : (page.assets[0]?.id ?? "")));
+          })
+          .catch((err) => !stale && onError(errorMessage(err)))
+          .finally(() => !stale && setLoaded(true));
+      },
+      assetSearch ? 300 : 0,
+    );
+    return () => {
+      stale = true;
+      clearTimeout(timer);
+    };
+  }, [assetSearch, onError]);
 
   const start = async () => {
     if (!assetId || !presetId) {
@@ -68,7 +94,7 @@ function StartForm({ onError }: { onError(message: string): void }) {
     <div className="chunker-start">
       <section className="panel" aria-labelledby="start-title">
         <h2 id="start-title">Start a chunked job</h2>
-        {loaded && assets.length === 0 ? (
+        {loaded && assetTotal === 0 && !assetSearch ? (
           <Empty>
             No ready video assets. Scan the media folder in the <a href="/">Timeline UI</a> first.
           </Empty>
@@ -80,8 +106,22 @@ function StartForm({ onError }: { onError(message: string): void }) {
               void start();
             }}
           >
+            <label htmlFor={ids.find}>Search videos</label>
+            <span className="row picker-find">
+              <input
+                id={ids.find}
+                type="search"
+                value={assetSearch}
+                placeholder="name, path or comment"
+                onChange={(e) => setAssetSearch(e.target.value)}
+              />
+              <span className="muted" data-testid="picker-count">
+                {showingText(assets.length, assetTotal, "ready videos")}
+              </span>
+            </span>
             <label htmlFor={ids.asset}>Asset</label>
             <select id={ids.asset} value={assetId} onChange={(e) => setAssetId(e.target.value)}>
+              {assets.length === 0 && <option value="">No ready video matches</option>}
               {assets.map((a) => (
                 <option key={a.id} value={a.id}>
                   {a.filename}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { defaultPreset, lit, mediaUrl, thumbnailUrl } from "./api";
+import { assetQueryVariables, defaultPreset, lit, mediaUrl, thumbnailUrl } from "./api";
 import type { Asset, Preset } from "./types";
 
 describe("lit (GraphQL literals)", () => {
@@ -77,5 +77,28 @@ describe("defaultPreset", () => {
 
   it("is undefined without presets", () => {
     expect(defaultPreset([])).toBeUndefined();
+  });
+});
+
+describe("assetQueryVariables (library filters sent to the server)", () => {
+  it("sends the filters, trimmed, with the page", () => {
+    expect(assetQueryVariables({ search: "  Interview ", kind: "video", status: "ready" }, 50, 100)).toEqual({
+      search: "Interview",
+      kind: "video",
+      status: "ready",
+      limit: 50,
+      offset: 100,
+    });
+  });
+
+  it("sends null for an empty filter (no filter) and a whole, non-negative page", () => {
+    expect(assetQueryVariables({ search: "   ", kind: "" }, 20.7, -3)).toEqual({
+      search: null,
+      kind: null,
+      status: null,
+      limit: 20,
+      offset: 0,
+    });
+    expect(assetQueryVariables({}, 10)).toMatchObject({ offset: 0 });
   });
 });

@@ -13,9 +13,46 @@ const ASSET_FIELDS = `id path filename kind status size duration container video
 const JOB_FIELDS = `id status progress speed eta error trimStart trimEnd chunked chunkSeconds chunkWorkers
   createdAt sourceAsset { id filename duration fps } preset { id name } output { path size url }`;
 
-export async function listAssets(): Promise<Asset[]> {
-  const data = await gql<{ assets: Asset[] }>(`query { assets { ${ASSET_FIELDS} } }`);
-  return data.assets;
+/** Library filters, applied by the server (search: case-insensitive, in the path or the comments). */
+export interface AssetFilter {
+  search?: string;
+  kind?: string;
+  status?: string;
+}
+
+export interface AssetPage {
+  assets: Asset[];
+  /** How many assets match the filter in all (the library shows "N of total"). */
+  total: number;
+}
+
+/** The GraphQL variables of one library page: empty filters are left out (null = no filter). */
+export function assetQueryVariables(filter: AssetFilter, limit: number, offset = 0): Record<string, string | number | null> {
+  const text = (v: string | undefined) => (v && v.trim() ? v.trim() : null);
+  return {
+    search: text(filter.search),
+    kind: text(filter.kind),
+    status: text(filter.status),
+    limit: Math.max(0, Math.floor(limit)),
+    offset: Math.max(0, Math.floor(offset)),
+  };
+}
+
+/** One page of assets matching ``filter`` (ordered by path) and the number matching in all. */
+export async function listAssets(filter: AssetFilter = {}, limit = 100, offset = 0): Promise<AssetPage> {
+  const data = await gql<{ assets: Asset[]; assetCount: number }>(
+    `query ($search: String, $kind: String, $status: String, $limit: Int, $offset: Int) {
+      assets(search: $search, kind: $kind, status: $status, limit: $limit, offset: $offset) { ${ASSET_FIELDS} }
+      assetCount(search: $search, kind: $kind, status: $status)
+    }`,
+    assetQueryVariables(filter, limit, offset),
+  );
+  return { assets: data.assets, total: data.assetCount };
+}
+
+export async function getAsset(id: string): Promise<Asset | null> {
+  const data = await gql<{ asset: Asset | null }>(`query { asset(id: ${lit(id)}) { ${ASSET_FIELDS} } }`);
+  return data.asset;
 }
 
 export async function listPresets(): Promise<Preset[]> {
@@ -25,8 +62,9 @@ export async function listPresets(): Promise<Preset[]> {
   return data.presets;
 }
 
-export async function listJobs(): Promise<Job[]> {
-  const data = await gql<{ jobs: Job[] }>(`query { jobs(limit: 100) { ${JOB_FIELDS} } }`);
+/** The newest jobs (the queue shows at most ``limit``). */
+export async function listJobs(limit = 100): Promise<Job[]> {
+  const data = await gql<{ jobs: Job[] }>(`query { jobs(limit: ${lit(Math.max(0, Math.floor(limit)))}) { ${JOB_FIELDS} } }`);
   return data.jobs;
 }
 
@@ -78,6 +116,14 @@ export async function cancelJob(id: string): Promise<Job> {
 export async function retryJob(id: string): Promise<Job> {
   const data = await gql<{ retryJob: Job }>(`mutation { retryJob(id: ${lit(id)}) { ${JOB_FIELDS} } }`);
   return data.retryJob;
+}
+
+/** Delete a finished job; ``deleteOutput`` also removes its output file from MEDIA_OUT. */
+export async function deleteJob(id: string, deleteOutput: boolean): Promise<boolean> {
+  const data = await gql<{ deleteJob: { ok: boolean } }>(
+    `mutation { deleteJob(id: ${lit(id)}, deleteOutput: ${lit(deleteOutput)}) { ok } }`,
+  );
+  return data.deleteJob.ok;
 }
 
 export async function updateAsset(id: string, comments: string): Promise<Asset> {

@@ -1,40 +1,93 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { Empty, ErrorBanner, Header } from "../components/common";
-import { getJob, listAssets, listJobs, listPresets } from "../lib/api";
+import { getAsset, getJob, listAssets, listJobs, listPresets, type AssetFilter } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
+import { POLL_MS, mergeJobs, needsPolling } from "../lib/jobs";
+import { appendPage, pageSizeFrom } from "../lib/paging";
 import { eventsClient, followStream } from "../lib/stream";
 import type { Asset, Job, Preset } from "../lib/types";
 import { AssetDetail } from "./AssetDetail";
 import { JobQueue } from "./JobQueue";
+import { withoutJob } from "./jobActions";
 import { Library } from "./Library";
 
+/** How often the library's first page is re-read, for files the watch folder found meanwhile. */
+const LIBRARY_REFRESH_MS = 20_000;
+
 export function App() {
+  const [pageSize] = useState(() => pageSizeFrom(location.search));
+  const [filter, setFilter] = useState<AssetFilter>({});
   const [assets, setAssets] = useState<Asset[]>([]);
+  const [total, setTotal] = useState(0);
+  const [selected, setSelected] = useState<Asset | null>(null);
   const [presets, setPresets] = useState<Preset[]>([]);
   const [jobs, setJobs] = useState<Job[]>([]);
   const [loading, setLoading] = useState(true);
-  const [selectedId, setSelectedId] = useState<string | null>(() => new URLSearchParams(location.search).get("asset"));
   const [error, setError] = useState("");
   const [live, setLive] = useState({ state: "connecting", error: "" });
 
-  const loadAssets = useCallback(async () => {
+  // The library: the server filters, counts and pages; a newer request wins over an older one.
+  const assetRequest = useRef(0);
+  const loadAssets = useCallback(
+    async (more = false) => {
+      const request = ++assetRequest.current;
+      setLoading(true);
+      try {
+        const page = await listAssets(filter, pageSize, more ? assets.length : 0);
+        if (request !== assetRequest.current) return;
+        setAssets((shown) => (more ? appendPage(shown, page.assets) : page.assets));
+        setTotal(page.total);
+        setSelected((s) => (s ? (page.assets.find((a) => a.id === s.id) ?? s) : s));
+      } catch (err) {
+        if (request === assetRequest.current) setError(errorMessage(err));
+      } finally {
+        if (request === assetRequest.current) setLoading(false);
+      }
+    },
+    [filter, pageSize, assets.length],
+  );
+  const firstPage = useRef(loadAssets);
+  firstPage.current = loadAssets;
+  useEffect(() => {
+    void firstPage.current(false);
+  }, [filter, pageSize]);
+  // Files the server's watch folder (MPR_SCAN_INTERVAL) registered, or uploads from elsewhere: re-read
+  // the first page now and then while it is all that is shown (a list paged further is left alone).
+  const pagedFurther = assets.length > pageSize;
+  useEffect(() => {
+    if (pagedFurther) return;
+    const timer = setInterval(() => {
+      if (!document.hidden) void firstPage.current(false);
+    }, LIBRARY_REFRESH_MS);
+    return () => clearInterval(timer);
+  }, [pagedFurther]);
+
+  // Jobs changed by the stream or this page, numbered, so a re-read of the list started before
+  // a change does not undo it (see mergeJobs).
+  const changes = useRef({ tick: 0, touched: new Map<string, number>() });
+  const touch = (id: string) => changes.current.touched.set(id, ++changes.current.tick);
+  const loadingJobs = useRef(false);
+  const deleted = useRef(new Set<string>());
+  const loadJobs = useCallback(async () => {
+    if (loadingJobs.current) return;
+    loadingJobs.current = true;
+    const mark = changes.current.tick;
     try {
-      setAssets(await listAssets());
+      // a re-read started before a delete must not bring the deleted job back
+      const fetched = (await listJobs()).filter((j) => !deleted.current.has(j.id));
+      const { touched } = changes.current;
+      const recent = new Set([...touched].filter(([, tick]) => tick > mark).map(([id]) => id));
+      for (const [id, tick] of touched) if (tick <= mark) touched.delete(id);
+      setJobs((all) => mergeJobs(all, fetched, recent));
     } catch (err) {
       setError(errorMessage(err));
     } finally {
-      setLoading(false);
-    }
-  }, []);
-  const loadJobs = useCallback(async () => {
-    try {
-      setJobs(await listJobs());
-    } catch (err) {
-      setError(errorMessage(err));
+      loadingJobs.current = false;
     }
   }, []);
 
   const upsertJob = useCallback((job: Job) => {
+    touch(job.id);
     setJobs((all) => {
       const i = all.findIndex((j) => j.id === job.id);
       if (i < 0) return [job, ...all];
@@ -43,12 +96,39 @@ export function App() {
       return next;
     });
   }, []);
+  const removeJob = useCallback((id: string) => {
+    deleted.current.add(id);
+    setJobs((all) => withoutJob(all, id));
+  }, []);
 
   useEffect(() => {
-    void loadAssets();
     void loadJobs();
     listPresets().then(setPresets, (err) => setError(errorMessage(err)));
-  }, [loadAssets, loadJobs]);
+    const id = new URLSearchParams(location.search).get("asset");
+    if (id) getAsset(id).then((a) => a && setSelected((s) => s ?? a), () => undefined);
+  }, [loadJobs]);
+
+  // Fallback when live events cannot arrive (a job run by another process without Redis):
+  // re-read the job list every POLL_MS while a job is not final, and whenever the window
+  // gets the focus back.
+  const polling = needsPolling(jobs);
+  useEffect(() => {
+    if (!polling) return;
+    const timer = setInterval(() => {
+      if (!document.hidden) void loadJobs();
+    }, POLL_MS);
+    return () => clearInterval(timer);
+  }, [polling, loadJobs]);
+  useEffect(() => {
+    const onFocus = () => void loadJobs();
+    const onVisible = () => document.visibilityState === "visible" && void loadJobs();
+    window.addEventListener("focus", onFocus);
+    document.addEventListener("visibilitychange", onVisible);
+    return () => {
+      window.removeEventListener("focus", onFocus);
+      document.removeEventListener("visibilitychange", onVisible);
+    };
+  }, [loadJobs]);
 
   // Live updates: one StreamJobs call for all jobs. Progress events patch the row in place;
   // a status change refetches that job (error text, output URL); a reconnect refetches the list.
@@ -73,6 +153,7 @@ export function App() {
       onEvent: (ev) => {
         if (ev.type === "progress" || ev.type === "status") {
           const known = jobsRef.current.some((j) => j.id === ev.jobId);
+          touch(ev.jobId);
           setJobs((all) =>
             all.map((j) => {
               if (j.id !== ev.jobId) return j;
@@ -91,11 +172,10 @@ export function App() {
     });
   }, [loadJobs, upsertJob]);
 
-  const selected = assets.find((a) => a.id === selectedId) ?? null;
-  const select = (id: string) => {
-    setSelectedId(id);
+  const select = (asset: Asset) => {
+    setSelected(asset);
     const url = new URL(location.href);
-    url.searchParams.set("asset", id);
+    url.searchParams.set("asset", asset.id);
     history.replaceState(null, "", url);
   };
 
@@ -106,10 +186,14 @@ export function App() {
         <ErrorBanner error={error} onDismiss={() => setError("")} />
         <Library
           assets={assets}
+          total={total}
           loading={loading}
-          selectedId={selectedId}
+          filtered={!!(filter.search || filter.kind || filter.status)}
+          selectedId={selected?.id ?? null}
           onSelect={select}
-          onScanned={loadAssets}
+          onFilter={setFilter}
+          onLoadMore={() => loadAssets(true)}
+          onScanned={() => loadAssets(false)}
           onError={setError}
         />
         {selected ? (
@@ -118,10 +202,14 @@ export function App() {
             asset={selected}
             presets={presets}
             onJobCreated={upsertJob}
-            onAssetChanged={(a) => setAssets((all) => all.map((x) => (x.id === a.id ? { ...x, ...a } : x)))}
+            onAssetChanged={(a) => {
+              setAssets((all) => all.map((x) => (x.id === a.id ? { ...x, ...a } : x)));
+              setSelected((s) => (s && s.id === a.id ? { ...s, ...a } : s));
+            }}
             onAssetDeleted={(id) => {
               setAssets((all) => all.filter((x) => x.id !== id));
-              setSelectedId(null);
+              setTotal((n) => Math.max(0, n - 1));
+              setSelected(null);
             }}
           />
         ) : (
@@ -129,7 +217,7 @@ export function App() {
             <Empty>Select an asset in the library to play it, trim it and transcode it.</Empty>
           </section>
         )}
-        <JobQueue jobs={jobs} live={live} onJobChanged={upsertJob} />
+        <JobQueue jobs={jobs} live={live} onJobChanged={upsertJob} onJobDeleted={removeJob} />
       </main>
     </>
   );

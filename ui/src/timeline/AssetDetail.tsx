@@ -7,6 +7,10 @@ import type { Asset, Job, Preset } from "../lib/types";
 import { TrimTimeline } from "./TrimTimeline";
 import { snapTime } from "./trim";
 
+/** What "Trim" does: the copy preset cuts without re-encoding, so the output starts at a keyframe. */
+const TRIM_NOTE =
+  "fast, no re-encode (copy preset): starts at the previous keyframe; choose a preset and Transcode for a frame-exact cut";
+
 interface Props {
   asset: Asset;
   presets: Preset[];
@@ -28,7 +32,7 @@ export function AssetDetail({ asset, presets, onJobCreated, onAssetChanged, onAs
   const [error, setError] = useState("");
   const [notice, setNotice] = useState("");
   const [confirming, setConfirming] = useState(false);
-  const ids = { preset: useId(), comments: useId() };
+  const ids = { preset: useId(), comments: useId(), trimNote: useId() };
 
   useEffect(() => {
     setInPoint(0);
@@ -184,12 +188,16 @@ export function AssetDetail({ asset, presets, onJobCreated, onAssetChanged, onAs
         <button
           type="button"
           disabled={!ready || !!busy || !copyPreset}
-          title="Cut the selection without re-encoding (copy preset)"
+          title={TRIM_NOTE}
+          aria-describedby={ids.trimNote}
           onClick={() => start("trim")}
         >
           {busy === "trim" ? "Starting…" : "Trim"}
         </button>
       </div>
+      <p id={ids.trimNote} className="muted trim-note" data-testid="trim-note">
+        Trim: {TRIM_NOTE}
+      </p>
       {!ready && <p className="muted">Only ready assets can be transcoded.</p>}
       <div className="comments">
         <label htmlFor={ids.comments}>Comments</label>

@@ -1,19 +1,23 @@
 import { useState } from "react";
 import { Empty, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
-import { cancelJob, retryJob } from "../lib/api";
+import { cancelJob, deleteJob, retryJob } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
 import { bytes, eta, speed, timecode } from "../lib/format";
 import type { Job } from "../lib/types";
+import { deletePrompt, jobActions } from "./jobActions";
 
 interface Props {
   jobs: Job[];
   live: { state: string; error: string };
   onJobChanged(job: Job): void;
+  onJobDeleted(id: string): void;
 }
 
-function JobRow({ job, onJobChanged }: { job: Job; onJobChanged(job: Job): void }) {
+function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live"> & { job: Job }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
+  const [confirming, setConfirming] = useState(false);
+  const [withOutput, setWithOutput] = useState(false);
   const act = async (fn: (id: string) => Promise<Job>) => {
     setBusy(true);
     setError("");
@@ -25,8 +29,19 @@ function JobRow({ job, onJobChanged }: { job: Job; onJobChanged(job: Job): void 
       setBusy(false);
     }
   };
-  const active = job.status === "pending" || job.status === "processing";
-  const retryable = job.status === "failed" || job.status === "cancelled";
+  const remove = async () => {
+    setBusy(true);
+    setError("");
+    try {
+      await deleteJob(job.id, withOutput);
+      onJobDeleted(job.id);
+    } catch (err) {
+      setError(errorMessage(err));
+      setConfirming(false);
+      setBusy(false);
+    }
+  };
+  const { cancel: active, retry: retryable, remove: deletable } = jobActions(job.status);
   const name = job.sourceAsset?.filename ?? "(deleted asset)";
   const url = job.output?.url;
   return (
@@ -79,12 +94,39 @@ function JobRow({ job, onJobChanged }: { job: Job; onJobChanged(job: Job): void 
             <span className="muted">{bytes(job.output?.size)}</span>
           </>
         )}
+        {deletable && !confirming && (
+          <button
+            type="button"
+            className="danger"
+            disabled={busy}
+            onClick={() => setConfirming(true)}
+            aria-label={`Delete job ${name}`}
+            title="Delete job"
+          >
+            🗑
+          </button>
+        )}
       </div>
+      {deletable && confirming && (
+        <div className="confirm" role="group" aria-label={`Confirm deleting job ${name}`}>
+          {deletePrompt(name, withOutput)}
+          <label>
+            <input type="checkbox" checked={withOutput} onChange={(e) => setWithOutput(e.target.checked)} /> also
+            delete the output file
+          </label>
+          <button type="button" className="danger" onClick={remove} disabled={busy}>
+            Yes, delete
+          </button>
+          <button type="button" onClick={() => setConfirming(false)} disabled={busy}>
+            Keep it
+          </button>
+        </div>
+      )}
     </li>
   );
 }
 
-export function JobQueue({ jobs, live, onJobChanged }: Props) {
+export function JobQueue({ jobs, live, onJobChanged, onJobDeleted }: Props) {
   return (
     <section className="panel queue" aria-labelledby="queue-title">
       <div className="panel-head">
@@ -101,7 +143,7 @@ export function JobQueue({ jobs, live, onJobChanged }: Props) {
       ) : (
         <ul className="jobs" aria-label="Job queue">
           {jobs.map((job) => (
-            <JobRow key={job.id} job={job} onJobChanged={onJobChanged} />
+            <JobRow key={job.id} job={job} onJobChanged={onJobChanged} onJobDeleted={onJobDeleted} />
           ))}
         </ul>
       )}

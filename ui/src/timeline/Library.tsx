@@ -1,20 +1,33 @@
-import { useId, useMemo, useState } from "react";
+import { useEffect, useId, useRef, useState } from "react";
 import { Empty, StatusBadge } from "../components/common";
-import { scanMediaFolder, type ScanResult } from "../lib/api";
+import { scanMediaFolder, type AssetFilter, type ScanResult } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
 import { duration } from "../lib/format";
+import { showingText } from "../lib/paging";
 import type { Asset } from "../lib/types";
+import { UploadButton } from "./UploadButton";
+
+/** How long the search box waits for more typing before asking the server. */
+const SEARCH_DELAY_MS = 300;
 
 interface Props {
+  /** The pages loaded so far, filtered by the server. */
   assets: Asset[];
+  /** How many assets match the filters in all. */
+  total: number;
   loading: boolean;
+  /** True when the shown list is filtered (a search, a kind or a status). */
+  filtered: boolean;
   selectedId: string | null;
-  onSelect(id: string): void;
+  onSelect(asset: Asset): void;
+  onFilter(filter: AssetFilter): void;
+  onLoadMore(): void;
   onScanned(): Promise<void>;
   onError(message: string): void;
 }
 
-export function Library({ assets, loading, selectedId, onSelect, onScanned, onError }: Props) {
+export function Library(props: Props) {
+  const { assets, total, loading, filtered, selectedId, onSelect, onFilter, onLoadMore, onScanned, onError } = props;
   const [query, setQuery] = useState("");
   const [kind, setKind] = useState("");
   const [status, setStatus] = useState("");
@@ -22,15 +35,21 @@ export function Library({ assets, loading, selectedId, onSelect, onScanned, onEr
   const [scan, setScan] = useState<ScanResult | null>(null);
   const ids = { q: useId(), kind: useId(), status: useId() };
 
-  const shown = useMemo(() => {
-    const q = query.trim().toLowerCase();
-    return assets.filter(
-      (a) =>
-        (!kind || a.kind === kind) &&
-        (!status || a.status === status) &&
-        (!q || a.filename.toLowerCase().includes(q) || a.path.toLowerCase().includes(q) || (a.comments ?? "").toLowerCase().includes(q)),
+  // The server filters: a new kind/status asks at once, typing in the search box after a pause.
+  const sent = useRef({ search: "", kind: "", status: "" });
+  useEffect(() => {
+    const next = { search: query.trim(), kind, status };
+    const last = sent.current;
+    if (next.search === last.search && next.kind === last.kind && next.status === last.status) return;
+    const timer = setTimeout(
+      () => {
+        sent.current = next;
+        onFilter(next);
+      },
+      next.search === last.search ? 0 : SEARCH_DELAY_MS,
     );
-  }, [assets, query, kind, status]);
+    return () => clearTimeout(timer);
+  }, [query, kind, status, onFilter]);
 
   const runScan = async () => {
     setScanning(true);
@@ -51,6 +70,7 @@ export function Library({ assets, loading, selectedId, onSelect, onScanned, onEr
         <button type="button" className="primary" onClick={runScan} disabled={scanning}>
           {scanning ? "Scanning…" : "Scan media folder"}
         </button>
+        <UploadButton onUploaded={onScanned} onError={onError} />
       </div>
       {scan && (
         <p className="notice" role="status" data-testid="scan-result">
@@ -77,31 +97,43 @@ export function Library({ assets, loading, selectedId, onSelect, onScanned, onEr
       </div>
       {loading && assets.length === 0 ? (
         <Empty>Loading assets…</Empty>
+      ) : total === 0 && !filtered ? (
+        <Empty>No assets yet. Upload video or audio files, or put them in the media folder: MPR finds those on its own after a minute or two (or press “Scan media folder”).</Empty>
       ) : assets.length === 0 ? (
-        <Empty>No assets yet. Put video or audio files in the media folder and press “Scan media folder”.</Empty>
-      ) : shown.length === 0 ? (
         <Empty>No asset matches these filters.</Empty>
       ) : (
-        <ul className="assets" aria-label="Assets">
-          {shown.map((a) => (
-            <li key={a.id}>
-              <button
-                type="button"
-                className="asset"
-                aria-pressed={a.id === selectedId}
-                data-asset={a.filename}
-                onClick={() => onSelect(a.id)}
-              >
-                <span className="asset-name">{a.filename}</span>
-                <span className="asset-meta">
-                  <span className={`kind kind-${a.kind}`}>{a.kind}</span> {duration(a.duration)}{" "}
-                  <StatusBadge status={a.status} />
-                </span>
-                {a.path !== a.filename && <span className="muted asset-path">{a.path}</span>}
+        <>
+          <ul className="assets" aria-label="Assets" aria-busy={loading}>
+            {assets.map((a) => (
+              <li key={a.id}>
+                <button
+                  type="button"
+                  className="asset"
+                  aria-pressed={a.id === selectedId}
+                  data-asset={a.filename}
+                  onClick={() => onSelect(a)}
+                >
+                  <span className="asset-name">{a.filename}</span>
+                  <span className="asset-meta">
+                    <span className={`kind kind-${a.kind}`}>{a.kind}</span> {duration(a.duration)}{" "}
+                    <StatusBadge status={a.status} />
+                  </span>
+                  {a.path !== a.filename && <span className="muted asset-path">{a.path}</span>}
+                </button>
+              </li>
+            ))}
+          </ul>
+          <div className="row library-more">
+            <span className="muted" role="status" data-testid="asset-count" data-shown={assets.length} data-total={total}>
+              {showingText(assets.length, total)}
+            </span>
+            {assets.length < total && (
+              <button type="button" onClick={onLoadMore} disabled={loading}>
+                {loading ? "Loading…" : "Load more"}
               </button>
-            </li>
-          ))}
-        </ul>
+            )}
+          </div>
+        </>
       )}
     </section>
   );

@@ -1,0 +1,178 @@
+"""Uploads: a media file streamed into MEDIA_IN, then registered and probed as an asset.
+
+The bytes never sit in memory as a whole: they are written chunk by chunk to
+a temp file, and the file appears under its name only once it is complete:
+
+- local MEDIA_IN: the temp file (``.mpr-tmp-*``, skipped by listings) is in
+  the target folder and is hard-linked to its final name, which fails if the
+  name was taken meanwhile (then the next free name is tried);
+- remote MEDIA_IN (S3, GCS): the temp file is in ``MPR_VAR_DIR/uploads`` and
+  is stored with ``Storage.put`` (an S3 put is atomic) once complete.
+
+An existing name is never overwritten: ``clip.mp4`` becomes ``clip (1).mp4``,
+``clip (2).mp4``... (a name an asset still holds counts as taken, even when
+its file is missing). Keys are checked by :func:`mpr.storage.safe_key` and the
+extension by :func:`mpr.scan.is_media`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import posixpath
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from mpr.errors import ValidationError
+from mpr.local_storage import TMP_PREFIX
+from mpr.models import MediaAsset
+from mpr.scan import MEDIA_EXTENSIONS, is_media, register
+from mpr.storage import Storage, media_in, safe_key
+
+if TYPE_CHECKING:
+    from mpr.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 1024 * 1024  # bytes gathered before one write in a worker thread
+MAX_NAME_TRIES = 1000
+# Past the limit, up to this much more of the body is read and dropped before answering 413: a client
+# sends its whole body before reading the answer, and a connection closed on unread bytes is reset, so
+# a body a little over the limit gets a clean 413 rather than a broken connection.
+DRAIN_BYTES = 1024 * 1024
+
+
+class UploadTooLarge(ValidationError):
+    """The upload is larger than MPR_UPLOAD_MAX_BYTES (HTTP 413)."""
+
+
+def check_name(name: str) -> str:
+    """The MEDIA_IN key for an upload named ``name``; StorageError if it escapes, ValidationError if not media."""
+    key = safe_key(name)
+    if not is_media(key) or posixpath.basename(key).startswith(TMP_PREFIX):
+        raise ValidationError(
+            f"{posixpath.basename(key)!r} is not a supported media file "
+            f"(extensions: {', '.join(sorted(MEDIA_EXTENSIONS))})"
+        )
+    return key
+
+
+def candidates(key: str) -> list[str]:
+    """``key``, then ``stem (1).ext``, ``stem (2).ext``... in the same folder."""
+    folder, name = posixpath.split(key)
+    stem, ext = posixpath.splitext(name)
+    names = [name, *(f"{stem} ({n}){ext}" for n in range(1, MAX_NAME_TRIES))]
+    return [posixpath.join(folder, n) if folder else n for n in names]
+
+
+async def too_large(limit: int, rest: AsyncIterator[bytes]) -> UploadTooLarge:
+    """The error for a body over ``limit``, after reading (and dropping) up to DRAIN_BYTES of ``rest``."""
+    drained = 0
+    async for chunk in rest:
+        drained += len(chunk)
+        if drained > DRAIN_BYTES:
+            break
+    return UploadTooLarge(f"the upload is larger than the limit of {limit} bytes (MPR_UPLOAD_MAX_BYTES)")
+
+
+async def _receive(chunks: AsyncIterator[bytes], out: BinaryIO, limit: int) -> int:
+    """Write ``chunks`` to ``out`` (in batches, in a worker thread); UploadTooLarge past ``limit`` bytes."""
+    total = 0
+    batch = bytearray()
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise await too_large(limit, chunks)
+        batch += chunk
+        if len(batch) >= WRITE_BATCH:
+            await asyncio.to_thread(out.write, bytes(batch))
+            batch.clear()
+    if batch:
+        await asyncio.to_thread(out.write, bytes(batch))
+    await asyncio.to_thread(out.flush)
+    return total
+
+
+async def _name_taken(key: str) -> bool:
+    return await MediaAsset.filter(path=key).exists()
+
+
+async def _place_local(storage: Storage, key: str, tmp: Path) -> str:
+    """Hard-link ``tmp`` to the first free candidate name; the key it got."""
+    for candidate in candidates(key):
+        if await _name_taken(candidate):
+            continue
+        target = storage.local_path(candidate)
+        try:
+            await asyncio.to_thread(os.link, tmp, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:  # a filesystem without hard links: copy (Storage.put renames a temp file)
+            log.debug("cannot hard-link the upload (%s); copying it", exc)
+            if await asyncio.to_thread(storage.exists, candidate):
+                continue
+            await asyncio.to_thread(storage.put, candidate, tmp)
+        return candidate
+    raise ValidationError(f"no free name for {key!r} in MEDIA_IN: rename the file")
+
+
+async def _place_remote(storage: Storage, key: str, tmp: Path) -> str:
+    """Store ``tmp`` under the first candidate name that neither exists nor belongs to an asset."""
+    for candidate in candidates(key):
+        if await _name_taken(candidate) or await asyncio.to_thread(storage.exists, candidate):
+            continue
+        await asyncio.to_thread(storage.put, candidate, tmp)
+        return candidate
+    raise ValidationError(f"no free name for {key!r} in MEDIA_IN: rename the file")
+
+
+async def upload(
+    name: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    length: int | None = None,
+    settings: Settings | None = None,
+) -> tuple[MediaAsset, bool]:
+    """Store the stream ``chunks`` as MEDIA_IN ``name`` (or the next free name), register and probe it.
+
+    Returns (asset, renamed). ``length`` is the announced size (Content-Length),
+    checked before anything is read. Raises StorageError (escaping key),
+    ValidationError (not a media file), UploadTooLarge; nothing stays behind
+    when any of them (or a dropped connection) stops the upload.
+    """
+    from mpr.settings import get_settings
+
+    settings = settings or get_settings()
+    key = check_name(name)
+    limit = settings.upload_max_bytes
+    if length is not None and length > limit:
+        raise await too_large(limit, chunks)
+    storage = media_in(settings)
+    local = storage.local_path(key)
+    if local is not None:
+        folder = local.parent
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        storage.local_path(key)  # the folder may have been made through a symlink: check again
+    else:
+        folder = settings.var_path / "uploads"
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            size = await _receive(chunks, out, limit)
+        os.chmod(tmp, 0o644)
+        if local is not None:
+            stored = await _place_local(storage, key, tmp)
+        else:
+            stored = await _place_remote(storage, key, tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    log.info("upload: %s stored in MEDIA_IN (%d bytes)", stored, size)
+    asset, _created = await register(stored, size=size, settings=settings)
+    return asset, stored != key

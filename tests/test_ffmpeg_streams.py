@@ -1,0 +1,133 @@
+"""Which streams build_command keeps: every track on stream copy; on a transcode the first video, all audio
+tracks and the subtitles the output container holds; never data or attachment streams (real ffmpeg)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+
+from mpr import ffmpeg
+from mpr.builtin_presets import STATIC_PRESETS
+from mpr.presets import Preset
+from mpr.probe import stream_list
+from mpr.service import copy_preset
+from testkit import ffmpeg_bin
+
+PRESETS = {p.name: p for p in STATIC_PRESETS}
+FAST_MP4 = dataclasses.replace(PRESETS["h264-720p"], speed_preset="ultrafast", audio_bitrate="64k", channels=1)
+FAST_WEBM = dataclasses.replace(PRESETS["vp9-webm"], speed_preset="8", crf=40)
+FAST_MKV = Preset(
+    name="mkv-test", container="mkv", video_codec="libx264", speed_preset="ultrafast", audio_codec="libopus"
+)
+SRT = "1\n00:00:00,000 --> 00:00:01,500\nHello\n\n2\n00:00:01,500 --> 00:00:03,000\nWorld\n"
+
+
+def _run(args: list[str]) -> None:
+    subprocess.run([ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """mkv: video + 2 audio (440/880 Hz) + srt + attachment; mp4: video + 2 audio + mov_text + tmcd data
+    track; mp3 with cover art."""
+    base = tmp_path_factory.mktemp("tracks")
+    (base / "s.srt").write_text(SRT)
+    (base / "font.txt").write_text("not really a font")
+    lavfi = [
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3"),
+        *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=3"),
+        *("-f", "lavfi", "-i", "sine=frequency=880:sample_rate=48000:duration=3"),
+        *("-i", str(base / "s.srt")),
+        *("-map", "0", "-map", "1", "-map", "2", "-map", "3"),
+        *("-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ac", "2"),
+    ]
+    out = {"mkv": base / "multi.mkv", "mp4": base / "multi.mp4", "mp3": base / "cover.mp3"}
+    attach = ["-attach", str(base / "font.txt"), "-metadata:s:t", "mimetype=text/plain"]
+    _run([*lavfi, "-c:s", "srt", *attach, str(out["mkv"])])
+    _run([*lavfi, "-c:s", "mov_text", "-timecode", "00:00:00:00", str(out["mp4"])])
+    _run(["-f", "lavfi", "-i", "testsrc2=size=64x64:duration=0.04", "-frames:v", "1", str(base / "cover.png")])
+    _run(
+        [
+            *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=2", "-i", str(base / "cover.png")),
+            *("-map", "0", "-map", "1", "-c:a", "libmp3lame", "-c:v", "copy", "-disposition:v", "attached_pic"),
+            str(out["mp3"]),
+        ]
+    )
+    return out
+
+
+def streams(path: Path) -> list[tuple[str, str]]:
+    """(type, codec) of every stream of ``path``, in order."""
+    return [(s["type"], s["codec"]) for s in stream_list(path) or []]
+
+
+def transcode(src: Path, dst: Path, preset: Preset, **kwargs) -> list[tuple[str, str]]:
+    ffmpeg.run(ffmpeg.build_command(src, dst, preset, **kwargs))
+    return streams(dst)
+
+
+def test_maps_are_argv_items_not_shell_strings(sources, tmp_path) -> None:
+    argv = ffmpeg.build_command(sources["mkv"], tmp_path / "o.mp4", FAST_MP4)
+    i = argv.index("file:" + str(tmp_path / "o.mp4"))
+    maps = argv[argv.index("-map") : i]
+    assert maps == ["-map", "0:V:0?", "-map", "0:a?", "-map", "0:3", "-c:s:0", "mov_text"]
+    assert "-sn" not in argv and "-dn" in argv
+
+
+@pytest.mark.parametrize("kind", ["mkv", "mp4"])
+def test_copy_preset_keeps_every_track_and_drops_data_and_attachments(sources, tmp_path, kind) -> None:
+    src = sources[kind]
+    got = transcode(src, tmp_path / f"o.{kind}", copy_preset(), start=0.5, end=2.5)
+    sub = "subrip" if kind == "mkv" else "mov_text"
+    assert [t for t in got if t[0] != "data"] == [
+        ("video", "h264"),
+        ("audio", "aac"),
+        ("audio", "aac"),
+        ("subtitle", sub),
+    ]
+    assert not any(t[0] in ("attachment",) for t in got)
+    if kind == "mkv":
+        assert not any(t[0] == "data" for t in got)
+
+
+def test_transcode_to_mp4_encodes_every_audio_track_and_converts_text_subtitles(sources, tmp_path) -> None:
+    out = tmp_path / "o.mp4"
+    got = transcode(sources["mkv"], out, FAST_MP4, start=0.5)
+    assert got == [("video", "h264"), ("audio", "aac"), ("audio", "aac"), ("subtitle", "mov_text")]
+    with av.open(str(out)) as container:
+        # each track got the preset's audio settings (channels=1), and they stay different tracks
+        assert [a.codec_context.channels for a in container.streams.audio] == [1, 1]
+        assert container.streams.video[0].codec_context.pix_fmt == "yuv420p"
+
+
+def test_transcode_from_mp4_with_a_data_track_drops_it_quietly(sources, tmp_path) -> None:
+    got = transcode(sources["mp4"], tmp_path / "o.mkv", FAST_MKV)
+    # mov_text cannot go into Matroska: converted to srt
+    assert got == [("video", "h264"), ("audio", "opus"), ("audio", "opus"), ("subtitle", "subrip")]
+
+
+def test_transcode_to_webm_converts_subtitles_to_webvtt(sources, tmp_path) -> None:
+    got = transcode(sources["mp4"], tmp_path / "o.webm", FAST_WEBM, end=1.0)
+    assert got == [("video", "vp9"), ("audio", "opus"), ("audio", "opus"), ("subtitle", "webvtt")]
+
+
+def test_audio_only_containers_get_no_subtitles_and_single_track_muxers_the_first_track(sources, tmp_path) -> None:
+    assert transcode(sources["mkv"], tmp_path / "o.mp3", PRESETS["mp3-audio"]) == [("audio", "mp3")]
+    assert transcode(sources["mkv"], tmp_path / "o.flac", PRESETS["flac-audio"]) == [("audio", "flac")]
+    # m4a holds several audio tracks (no subtitles, no video)
+    assert transcode(sources["mp4"], tmp_path / "o.m4a", PRESETS["aac-audio"]) == [("audio", "aac")] * 2
+
+
+def test_cover_art_is_copied_by_stream_copy_and_never_encoded_as_video(sources, tmp_path) -> None:
+    copied = transcode(sources["mp3"], tmp_path / "o.mp3", copy_preset(), start=0.5)
+    assert sorted(copied) == [("audio", "mp3"), ("video", "png")]
+    assert transcode(sources["mp3"], tmp_path / "o.m4a", PRESETS["aac-audio"]) == [("audio", "aac")]
+
+
+def test_an_unreadable_source_still_gets_a_command_without_subtitles(tmp_path) -> None:
+    argv = ffmpeg.build_command(tmp_path / "missing.mkv", tmp_path / "o.mp4", FAST_MP4)
+    assert "-sn" in argv and "-c:s:0" not in argv and argv.count("-map") == 2
