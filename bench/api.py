@@ -7,7 +7,12 @@ in a subprocess on a free port, with a fresh database (SQLite by default,
 while it runs, sends each query ``-n`` times from ``-c`` concurrent clients.
 Prints p50/p99 latency and requests per second per query as a table.
 
-Usage: ``python bench/api.py [-n 300] [-c 4] [--database postgres://postgres@127.0.0.1:5432/test]``
+``--processes 1,2`` runs the whole measurement once per value against
+``mpr serve --processes N`` (the same database, one after the other) and
+prints them side by side; more than one process needs Redis (``--redis``,
+default the machine's), which every run then uses so that they compare.
+
+Usage: ``python bench/api.py [-n 300] [-c 4] [--processes 1,2] [--database postgres://postgres@127.0.0.1:5432/test]``
 (the PostgreSQL run creates and drops its own database).
 """
 
@@ -60,14 +65,13 @@ def make_clip(path: Path, seconds: int) -> None:
 
 async def seed(n: int) -> None:
     """Schema, presets, and ``n`` assets plus ``n`` jobs (mixed statuses)."""
-    from tortoise import Tortoise
-
+    from mpr import migrations
     from mpr.db import close_db, init_db
     from mpr.models import AssetKind, AssetStatus, JobStatus, MediaAsset, TranscodeJob, TranscodePreset
     from mpr.presets import sync_presets
 
     await init_db()
-    await Tortoise.generate_schemas()
+    await migrations.migrate()  # as `mpr migrate` would: `mpr serve` then finds nothing pending
     await sync_presets()
     preset = await TranscodePreset.filter(name="h264-720p").first()
     assets = [
@@ -79,11 +83,13 @@ async def seed(n: int) -> None:
         for i in range(n)
     ]  # fmt: skip
     await MediaAsset.bulk_create(assets, batch_size=500)
-    # a file for each (empty: never probed), or the benchmark's scan would mark them missing
+    # a file for each (sparse, of the recorded size: never probed), or the benchmark's scan would mark them
+    # missing, or probe them again as changed files
     media_in = Path(os.environ["MEDIA_IN"])
     (media_in / "library").mkdir(parents=True, exist_ok=True)
     for asset in assets:
-        (media_in / asset.path).touch()
+        with open(media_in / asset.path, "wb") as f:
+            f.truncate(asset.size)
     statuses = [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.COMPLETED]
     jobs = [
         TranscodeJob(
@@ -97,11 +103,11 @@ async def seed(n: int) -> None:
     await close_db()
 
 
-def start_server(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    code = f"from mpr.api.server import serve; serve('127.0.0.1', {port}, worker=True, grpc=False)"
-    return subprocess.Popen(
-        [sys.executable, "-c", code], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
-    )
+def start_server(env: dict[str, str], port: int, log: Path, processes: int = 1) -> subprocess.Popen:
+    """``mpr serve --processes N`` with its embedded worker, without the native gRPC server."""
+    argv = [sys.executable, "-c", "import sys; from mpr.cli import main; sys.exit(main())", "serve",
+            "--host", "127.0.0.1", "--port", str(port), "--no-grpc", "--processes", str(processes)]  # fmt: skip
+    return subprocess.Popen(argv, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen, log: Path) -> None:
@@ -150,51 +156,22 @@ async def measure(client: httpx.AsyncClient, query: str, n: int, concurrency: in
     return statistics.median(latencies) * 1000, p99 * 1000, n / elapsed
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=300, help="requests per query")
-    parser.add_argument("-c", type=int, default=1, help="concurrent clients")
-    parser.add_argument("--rows", type=int, default=1000, help="assets and jobs in the database")
-    parser.add_argument("--clip-seconds", type=int, default=120, help="length of the clip being transcoded")
-    parser.add_argument("--database", default=None, help="PostgreSQL server URL (default: SQLite in a temp dir)")
-    args = parser.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="mpr-bench-api-"))
-    (tmp / "in").mkdir()
-    (tmp / "out").mkdir()
-    env = dict(os.environ)
-    for name in ("MPR_REDIS_URL", "MPR_API_TOKEN", "MPR_EXECUTOR", "MEDIA_BASE_URL"):
-        env.pop(name, None)
-    pg_db = None
-    if args.database:
-        import asyncpg
-
-        pg_db = f"mpr_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(args.database.replace("postgres://", "postgresql://"))
-        await admin.execute(f'CREATE DATABASE "{pg_db}"')
-        await admin.close()
-        db_url = args.database.rsplit("/", 1)[0] + "/" + pg_db
-    else:
-        db_url = f"sqlite://{tmp / 'var' / 'mpr.db'}"
-    env.update(MEDIA_IN=str(tmp / "in"), MEDIA_OUT=str(tmp / "out"), MPR_VAR_DIR=str(tmp / "var"),
-               MPR_DATABASE_URL=db_url, MPR_GRPC_PORT="0", MPR_LOG_LEVEL="WARNING")  # fmt: skip
-    os.environ.update(env)
-    proc = None
+async def run(env: dict[str, str], tmp: Path, processes: int, n: int, concurrency: int) -> tuple[list[tuple], int]:
+    """Start ``mpr serve --processes N``, keep one transcode running, measure every query; stop it."""
+    port = free_port()
+    log = tmp / f"server-{processes}.log"
+    proc = start_server(env, port, log, processes)
+    rows = []
+    done: list[str] = []
     try:
-        print(f"seeding {args.rows} assets + {args.rows} jobs, generating a {args.clip_seconds} s clip ...", flush=True)
-        make_clip(tmp / "in" / "long.mp4", args.clip_seconds)
-        await seed(args.rows)
-        port = free_port()
-        log = tmp / "server.log"
-        proc = start_server(env, port, log)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        limits = httpx.Limits(max_connections=concurrency + 2)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits) as client:
             await wait_ready(client, proc, log)
             await gql(client, "mutation { scanMediaFolder { registered } }")
             asset = (await gql(client, '{ assets(search: "long.mp4") { id } }'))["assets"][0]["id"]
             preset = next(p["id"] for p in (await gql(client, "{ presets { id name } }"))["presets"]
                           if p["name"] == "h264-1080p")  # fmt: skip
             create = "mutation($a: ID!, $p: ID) { createJob(input: {sourceAssetId: $a, presetId: $p}) { id } }"
-            done: list[str] = []
             state = {"job": ""}
 
             async def keep_transcoding() -> None:
@@ -216,30 +193,82 @@ async def main() -> None:
                     q = "query($id: ID!) { job(id: $id) { status } }"
                     if (await gql(client, q, {"id": state["job"]}))["job"]["status"] == "processing":
                         break
-            rows = []
             try:
                 for name, query in QUERIES.items():
-                    p50, p99, rps = await measure(client, query, args.n, args.c)
-                    rows.append((name, p50, p99, rps, str(len(done))))
+                    p50, p99, rps = await measure(client, query, n, concurrency)
+                    rows.append((name, p50, p99, rps))
+                # which processes the pool's connections (opened during the measurement) landed on
+                answers = await asyncio.gather(*(gql(client, "{ systemStatus { pid } }") for _ in range(concurrency)))
+                pids = {a["systemStatus"]["pid"] for a in answers}
             finally:
                 transcoder.cancel()
                 await client.post("/graphql", json={"query": 'mutation($id: ID!) { cancelJob(id: $id) { id } }',
                                                     "variables": {"id": state["job"]}})  # fmt: skip
-        kind = "PostgreSQL" if args.database else "SQLite"
-        print(f"\nGraphQL over HTTP, {kind}, {args.rows} assets + {args.rows} jobs, {args.n} requests x "
-              f"{args.c} clients, one H.264 1080p transcode always running ({len(done)} finished during the run); "
-              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
-        print(f"| {'query':<20} | {'p50 ms':>7} | {'p99 ms':>7} | {'req/s':>7} | transcodes finished |")
-        print(f"|{'-' * 22}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 22}|")
-        for name, p50, p99, rps, note in rows:
-            print(f"| {name:<20} | {p50:7.1f} | {p99:7.1f} | {rps:7.1f} | {note:>20} |")
+        print(f"  {processes} process(es): {len(pids)} answered {concurrency} concurrent requests", flush=True)
     finally:
-        if proc is not None and proc.poll() is None:
+        if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(20)
+                proc.wait(40)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+    return rows, len(done)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=300, help="requests per query")
+    parser.add_argument("-c", type=int, default=1, help="concurrent clients")
+    parser.add_argument("--rows", type=int, default=1000, help="assets and jobs in the database")
+    parser.add_argument("--clip-seconds", type=int, default=120, help="length of the clip being transcoded")
+    parser.add_argument("--database", default=None, help="PostgreSQL server URL (default: SQLite in a temp dir)")
+    parser.add_argument("--processes", default="1", help="comma-separated API process counts to compare, e.g. 1,2")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL when a count is above 1")
+    args = parser.parse_args()
+    counts = [int(p) for p in args.processes.split(",")]
+
+    tmp = Path(tempfile.mkdtemp(prefix="mpr-bench-api-"))
+    (tmp / "in").mkdir()
+    (tmp / "out").mkdir()
+    env = dict(os.environ)
+    for name in ("MPR_REDIS_URL", "MPR_API_TOKEN", "MPR_EXECUTOR", "MEDIA_BASE_URL", "MPR_API_PROCESSES"):
+        env.pop(name, None)
+    if max(counts) > 1:  # every run on Redis (queue and events), so that the runs differ only in processes
+        env.update(MPR_REDIS_URL=args.redis, MPR_LOCAL_QUEUE=f"mpr_bench_{uuid.uuid4().hex[:8]}")
+    pg_db = None
+    if args.database:
+        import asyncpg
+
+        pg_db = f"mpr_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(args.database.replace("postgres://", "postgresql://"))
+        await admin.execute(f'CREATE DATABASE "{pg_db}"')
+        await admin.close()
+        db_url = args.database.rsplit("/", 1)[0] + "/" + pg_db
+    else:
+        db_url = f"sqlite://{tmp / 'var' / 'mpr.db'}"
+    env.update(MEDIA_IN=str(tmp / "in"), MEDIA_OUT=str(tmp / "out"), MPR_VAR_DIR=str(tmp / "var"),
+               MPR_DATABASE_URL=db_url, MPR_GRPC_PORT="0", MPR_LOG_LEVEL="WARNING")  # fmt: skip
+    os.environ.update(env)
+    try:
+        print(f"seeding {args.rows} assets + {args.rows} jobs, generating a {args.clip_seconds} s clip ...", flush=True)
+        make_clip(tmp / "in" / "long.mp4", args.clip_seconds)
+        await seed(args.rows)
+        results = {}
+        for count in counts:
+            results[count] = await run(env, tmp, count, args.n, args.c)
+        kind = "PostgreSQL" if args.database else "SQLite"
+        finished = ", ".join(f"{done} with {count} process(es)" for count, (_, done) in results.items())
+        print(f"\nGraphQL over HTTP, {kind}{' + Redis' if max(counts) > 1 else ''}, {args.rows} assets + "
+              f"{args.rows} jobs, {args.n} requests x {args.c} clients, one H.264 1080p transcode always running "
+              f"(transcodes finished: {finished}); {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+        print(f"| {'query':<20} | processes | {'p50 ms':>7} | {'p99 ms':>7} | {'req/s':>7} |")
+        print(f"|{'-' * 22}|-----------|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+        for i, name in enumerate(QUERIES):
+            for count, (rows, _) in results.items():
+                _, p50, p99, rps = rows[i]
+                print(f"| {name:<20} | {count:>9} | {p50:7.1f} | {p99:7.1f} | {rps:7.1f} |")
+    finally:
         if pg_db:
             import asyncpg
 

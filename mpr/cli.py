@@ -464,31 +464,69 @@ def _warn_local_bus(command: str) -> None:
 @click.option("--no-worker", is_flag=True, help="Do not embed a local worker.")
 @click.option("--no-grpc", is_flag=True, help="Do not start the native gRPC server.")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback bind without MPR_API_TOKEN.")
-def serve(host: str | None, port: int | None, no_worker: bool, no_grpc: bool, insecure: bool) -> None:
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="API processes on the same port (default MPR_API_PROCESSES, 1); more than 1 needs MPR_REDIS_URL.",
+)
+@click.option("--fd", type=int, default=None, hidden=True)  # internal: set for the children of --processes N
+@click.option("--process-index", type=int, default=0, hidden=True)
+@click.option("--parent-pid", type=int, default=None, hidden=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    no_worker: bool,
+    no_grpc: bool,
+    insecure: bool,
+    processes: int | None,
+    fd: int | None,
+    process_index: int,
+    parent_pid: int | None,
+) -> int:
     """Run everything: API, admin, UIs, the embedded worker and the gRPC event stream."""
     import asyncio
 
+    from mpr.api.processes import check_processes, die_with_parent, supervise
+    from mpr.api.server import check_bind
     from mpr.api.server import serve as run_server
     from mpr.db import close_db, init_db
     from mpr.executors import get_executor
     from mpr.storage import media_in, media_out
 
+    if fd is not None:  # one of the N processes the parent started (below): only the first runs the singletons
+        if parent_pid is not None:
+            die_with_parent(parent_pid)
+        first = process_index == 0
+        run_server(host, port, worker=first and not no_worker, grpc=first and not no_grpc, insecure=insecure,
+                   fd=fd, loops=first)  # fmt: skip
+        return 0
+    settings = _settings()
+    processes = processes or settings.api_processes
+    check_processes(processes, settings)
+    if processes > 1:
+        check_bind(host or settings.host, settings, insecure)
     if no_worker:
         _warn_local_bus("mpr serve --no-worker")
     # fail at start-up, naming the package to install, when a selected plugin is missing
-    get_executor(_settings().executor)
+    get_executor(settings.executor)
     media_in()
     media_out()
 
     async def prepare() -> None:
         await init_db()
         try:
-            await ensure_migrated(sync=False)
+            await ensure_migrated(sync=processes > 1)  # the children of --processes N would race to create presets
         finally:
             await close_db()
 
     asyncio.run(prepare())
+    if processes > 1:
+        passed = (("--no-worker", no_worker), ("--no-grpc", no_grpc), ("--insecure", insecure))
+        flags = [flag for flag, on in passed if on]
+        return supervise(processes, host or settings.host, port or settings.port, flags)
     run_server(host, port, worker=not no_worker, grpc=not no_grpc, insecure=insecure)
+    return 0
 
 
 @cli.command("grpc")

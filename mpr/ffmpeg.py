@@ -11,6 +11,7 @@ ffmpeg must not outlive the process that runs it (see :func:`run` and
 
 from __future__ import annotations
 
+import atexit
 import collections
 import functools
 import logging
@@ -310,8 +311,8 @@ _ONE_AUDIO_MUXERS = frozenset({"mp3", "flac", "wav", "adts", "aac", "ac3", "eac3
 _MUXER_ALIASES = {"mkv": "matroska", "mka": "matroska", "m4v": "mp4", "m4a": "ipod", "3gp": "mp4", "qt": "mov"}
 
 
-def _subtitle_args(src: str | Path, muxer: str) -> list[str]:
-    """``-map``/``-c:s`` arguments that keep the subtitles of ``src`` which ``muxer`` can hold.
+def _subtitle_streams(src: str | Path, muxer: str) -> list[tuple[dict, str]]:
+    """The subtitle streams of ``src`` that ``muxer`` can hold, each with its ``-c:s`` encoder.
 
     A subtitle the muxer stores as it is gets copied; another text subtitle is
     converted (mp4/mov: mov_text, webm: webvtt, mkv: srt); a bitmap subtitle
@@ -323,25 +324,214 @@ def _subtitle_args(src: str | Path, muxer: str) -> list[str]:
     from mpr.probe import stream_list
 
     kept, convert_to = SUBTITLE_MUXERS[muxer]
-    args: list[str] = []
-    n = 0
+    out: list[tuple[dict, str]] = []
     for stream in stream_list(src) or []:
         if stream.get("type") != "subtitle":
             continue
         codec = stream.get("codec")
         if codec in kept:
-            encoder = "copy"
+            out.append((stream, "copy"))
         elif codec in TEXT_SUBTITLES:
-            encoder = convert_to
-        else:
-            continue
+            out.append((stream, convert_to))
+    return out
+
+
+def _subtitle_args(src: str | Path, muxer: str) -> list[str]:
+    """``-map``/``-c:s`` arguments that keep the subtitles of ``src`` which ``muxer`` can hold
+    (see :func:`_subtitle_streams`)."""
+    args: list[str] = []
+    for n, (stream, encoder) in enumerate(_subtitle_streams(src, muxer)):
         args += ["-map", f"0:{stream['index']}", f"-c:s:{n}", encoder]
-        n += 1
     return args
 
 
+# A trimmed output's subtitles come from small clipped .ass files (see trimmed_subtitle_inputs):
+# the encoder that writes the source's own codec again, for a subtitle the muxer copies untrimmed
+_SUBTITLE_ENCODERS = {"subrip": "srt", "srt": "srt", "ass": "ass", "ssa": "ssa", "webvtt": "webvtt"}
+_SUBTITLE_ENCODERS["mov_text"] = "mov_text"
+# stream dispositions carried over to a trimmed output's subtitle (PyAV flag name = ffmpeg's name)
+_SUBTITLE_DISPOSITIONS = (
+    "default", "forced", "hearing_impaired", "visual_impaired", "captions", "descriptions", "comment", "original",
+    "dub", "lyrics", "karaoke",
+)  # fmt: skip
+_TEMP_DIRS: set[str] = set()  # made by trimmed_subtitle_inputs; removed by run() (or at exit, never run)
+_TEMP_PREFIX = "mpr-subs-"
+
+
+def _is_url(src: str | Path) -> bool:
+    return isinstance(src, str) and src.startswith(("http://", "https://"))
+
+
+def _input_arg(src: str | Path) -> str:
+    return str(src) if _is_url(src) else _local_arg(src)
+
+
+def _ass_seconds(value: str) -> float:
+    h, m, s = value.strip().split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _ass_time(seconds: float) -> str:
+    cs = max(0, round(seconds * 100))
+    return f"{cs // 360000}:{cs // 6000 % 60:02d}:{cs // 100 % 60:02d}.{cs % 100:02d}"
+
+
+def clip_ass(text: str, start: float, end: float | None) -> str:
+    """``text`` (an .ass file whose event times count from the source's start) cut to ``start``..``end``.
+
+    Events that end at or before ``start`` or begin at or after ``end`` go;
+    one across ``start`` (``end``) is clipped to it; what is left is moved
+    ``start`` earlier, so the times count from the trimmed output's start.
+    """
+    lines = text.splitlines()
+    fields: list[str] = []
+    out: list[str] = []
+    in_events = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_events = stripped.lower() == "[events]"
+        elif in_events and stripped.startswith("Format:"):
+            fields = [f.strip().lower() for f in stripped[len("Format:") :].split(",")]
+        elif in_events and fields and stripped.startswith("Dialogue:"):
+            head, _, rest = line.partition(":")
+            values = rest.lstrip().split(",", len(fields) - 1)
+            if "start" in fields and "end" in fields and len(values) == len(fields):
+                i, j = fields.index("start"), fields.index("end")
+                a, b = _ass_seconds(values[i]), _ass_seconds(values[j])
+                if end is not None:
+                    b = min(b, end)
+                a = max(a, start)
+                if b <= a:
+                    continue
+                values[i], values[j] = _ass_time(a - start), _ass_time(b - start)
+                line = f"{head}: {','.join(values)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _subtitle_tags(src: str | Path, indexes: list[int]) -> dict[int, tuple[dict[str, str], str]]:
+    """Stream index -> (language/title metadata, ``-disposition`` value) of ``src``'s streams ``indexes``."""
+    import av
+
+    tags: dict[int, tuple[dict[str, str], str]] = {}
+    try:
+        with av.open(str(src), mode="r", metadata_errors="ignore") as container:
+            for i in indexes:
+                stream = container.streams[i]
+                meta = {k: v for k, v in stream.metadata.items() if k.lower() in ("language", "title") and v}
+                flags = stream.disposition
+                names = [n for n in _SUBTITLE_DISPOSITIONS if getattr(av.stream.Disposition, n, 0) & flags]
+                tags[i] = ({k.lower(): v for k, v in meta.items()}, "+".join(names))
+    except (av.FFmpegError, OSError, ValueError, IndexError) as exc:
+        log.debug("cannot read the subtitle tags of %s: %s", src, exc)
+    return tags
+
+
+def trimmed_subtitle_inputs(
+    src: str | Path,
+    dst: str | Path,
+    preset: Preset,
+    start: float | None,
+    end: float | None,
+    *,
+    first_input: int,
+    ffmpeg_bin: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """``(inputs, maps)``: the subtitles of a *trimmed* output, as extra ffmpeg inputs and their output options.
+
+    Why not map the source's subtitles after its ``-ss``: ffmpeg seeks to
+    the keyframe before the trim start (Matroska even further back, to catch
+    subtitles) and hands on the subtitle packets read from there with
+    negative times; the muxer then shifts the whole output (Matroska/WebM:
+    the video no longer starts at 0) or hides them in an edit list (MP4).
+    So one quick ffmpeg run (subtitles only, the same input seek, stopping
+    at ``end``) writes each text subtitle the output keeps as an .ass file
+    timed from the source's start, :func:`clip_ass` cuts it to the trim, and
+    the main command reads those files (inputs ``first_input``, ``+1``...)
+    and writes them with the untrimmed output's codec, language, title and
+    disposition. Video and audio timing are those of the same command
+    without subtitles. Bitmap subtitles cannot be cut so: a trimmed output
+    drops them. The .ass files live in a temporary folder that :func:`run`
+    removes when this argv has run (or at exit). No subtitles, or a source
+    whose subtitles cannot be read: ``([], [])``.
+    """
+    muxer = _output_muxer(preset, dst)
+    muxer = _MUXER_ALIASES.get(muxer, muxer)
+    streams = [(s, e) for s, e in _subtitle_streams(src, muxer) if s.get("codec") in TEXT_SUBTITLES]
+    if not streams:
+        return [], []
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
+    _TEMP_DIRS.add(str(folder))
+    files = [folder / f"{n}.ass" for n in range(len(streams))]
+    argv = [ffmpeg_binary(ffmpeg_bin), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    if start:
+        # -itsoffset undoes the seek's shift: times count from the source's start (never below 0)
+        argv += ["-ss", f"{start:.6f}", "-itsoffset", f"{start:.6f}"]
+    if _is_url(src):
+        from mpr.chunker.encode import URL_INPUT_ARGS
+
+        argv += URL_INPUT_ARGS
+    argv += ["-i", _input_arg(src)]
+    for (stream, _), path in zip(streams, files, strict=True):
+        argv += ["-map", f"0:{stream['index']}", "-c:s", "ass"]
+        if end is not None:
+            argv += ["-to", f"{end:.6f}"]  # no cue from there on is kept: stop reading
+        argv += ["-f", "ass", _local_arg(path)]
+    try:
+        run(argv)
+        for path in files:
+            path.write_text(clip_ass(path.read_text(encoding="utf-8"), start or 0.0, end), encoding="utf-8")
+    except (FFmpegError, OSError, UnicodeDecodeError) as exc:
+        log.warning("trimmed output without subtitles: cannot cut them out of the source: %s", exc)
+        _remove_temp_dir(str(folder))
+        return [], []
+    tags = _subtitle_tags(src, [s["index"] for s, _ in streams])
+    inputs: list[str] = []
+    maps: list[str] = []
+    for n, ((stream, encoder), path) in enumerate(zip(streams, files, strict=True)):
+        inputs += ["-i", _local_arg(path)]
+        if encoder == "copy":
+            encoder = _SUBTITLE_ENCODERS.get(stream.get("codec") or "", "ass")
+        maps += ["-map", f"{first_input + n}:0", f"-c:s:{n}", encoder]
+        meta, disposition = tags.get(stream["index"], ({}, ""))
+        for key, value in meta.items():
+            maps += [f"-metadata:s:s:{n}", f"{key}={value}"]
+        if disposition:
+            # (any -disposition turns off ffmpeg's choice of a default track among several: only when needed)
+            maps += [f"-disposition:s:{n}", disposition]
+    return inputs, maps
+
+
+def _remove_temp_dir(folder: str) -> None:
+    _TEMP_DIRS.discard(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_temp_inputs(argv: list[str]) -> None:
+    # the folders of trimmed_subtitle_inputs whose files this argv read (not the run that writes them)
+    inputs = [b for a, b in zip(argv, argv[1:], strict=False) if a == "-i"]
+    for folder in list(_TEMP_DIRS):
+        if any(i.startswith("file:" + folder + os.sep) for i in inputs):
+            _remove_temp_dir(folder)
+
+
+@atexit.register
+def _remove_all_temp_dirs() -> None:
+    for folder in list(_TEMP_DIRS):
+        _remove_temp_dir(folder)
+
+
 def stream_maps(
-    src: str | Path, dst: str | Path, preset: Preset, *, video: bool = True, audio: bool = True
+    src: str | Path,
+    dst: str | Path,
+    preset: Preset,
+    *,
+    video: bool = True,
+    audio: bool = True,
+    subtitles: bool | None = None,
 ) -> list[str]:
     """The ``-map`` arguments (and per-subtitle ``-c:s:N``) of :func:`build_command`.
 
@@ -354,7 +544,8 @@ def stream_maps(
     flac, wav...) gets the first track. Data and attachment streams are never
     mapped. Every map of a whole stream type is optional (``?``), so a source
     without it is not an error. ``video=False``/``audio=False`` (the chunker's
-    parts) map no subtitles.
+    parts) map no subtitles unless ``subtitles=True`` (the chunker's audio
+    file carries them to the final mux); ``subtitles=False`` maps none.
     """
     muxer = _output_muxer(preset, dst)
     muxer = _MUXER_ALIASES.get(muxer, muxer)
@@ -366,7 +557,7 @@ def stream_maps(
             args += ["-map", "0:v?" if muxer in _COVER_ART_MUXERS else "0:V?"]
     if audio and preset.audio_codec is not None:
         args += ["-map", "0:a:0?" if muxer in _ONE_AUDIO_MUXERS else "0:a?"]
-    if video and audio:
+    if subtitles if subtitles is not None else (video and audio):
         args += _subtitle_args(src, muxer)
     return args
 
@@ -381,6 +572,7 @@ def build_command(
     ffmpeg: str | None = None,
     video: bool = True,
     audio: bool = True,
+    subtitles: bool | None = None,
 ) -> list[str]:
     """The ffmpeg argv that turns local file ``src`` into ``dst`` with ``preset``.
 
@@ -395,7 +587,8 @@ def build_command(
     Which streams go in is :func:`stream_maps`'s choice (all audio tracks,
     subtitles the container holds, no data or attachment streams).
     ``video=False``/``audio=False`` drop that stream (the chunker encodes
-    them separately). Progress goes to stdout (``-progress pipe:1``).
+    them separately); ``subtitles`` is :func:`stream_maps`'s. Progress goes
+    to stdout (``-progress pipe:1``).
     """
     if start is not None and start < 0:
         raise ValidationError("trim start must be >= 0")
@@ -462,7 +655,16 @@ def build_command(
         if preset.channels:
             out["ac"] = preset.channels
     out.update(_extra_args(extra, video=vcodec not in (None, "copy")))
-    maps = stream_maps(src, dst, preset, video=video, audio=audio)
+    keep_subtitles = subtitles if subtitles is not None else (video and audio)
+    trimmed = bool(start) or end is not None
+    maps = stream_maps(src, dst, preset, video=video, audio=audio, subtitles=keep_subtitles and not trimmed)
+    subtitle_inputs: list[str] = []
+    if keep_subtitles and trimmed:
+        # not the source's own subtitle packets after its -ss (see trimmed_subtitle_inputs)
+        subtitle_inputs, subtitle_maps = trimmed_subtitle_inputs(
+            src, dst, preset, start, end, first_input=1, ffmpeg_bin=ffmpeg
+        )
+        maps += subtitle_maps
     if "-c:s:0" not in maps:
         out["sn"] = None
     out["dn"] = None
@@ -486,7 +688,9 @@ def build_command(
     argv = stream.compile(cmd=ffmpeg_binary(ffmpeg), overwrite_output=True)
     # ffmpeg-python cannot repeat an option: the maps go in as a list, just before the output file
     i = argv.index(_local_arg(dst))
-    return [*argv[:i], *maps, *argv[i:]]
+    argv = [*argv[:i], *maps, *argv[i:]]
+    j = argv.index("-i") + 2  # the trimmed subtitles' inputs come after the source (input 0)
+    return [*argv[:j], *subtitle_inputs, *argv[j:]]
 
 
 def _seconds(value: str) -> float | None:
@@ -768,6 +972,7 @@ def run(
     finally:
         for t in readers:
             t.join(timeout=2)
+        _remove_temp_inputs(argv)
     if cancelled:
         raise Cancelled("cancelled", proc.returncode, "\n".join(tail))
     if proc.returncode != 0:

@@ -56,6 +56,18 @@ def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> st
     return raw.strip()
 
 
+def env_bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    """Yes/no variable ``name`` (1/true/yes/on or 0/false/no/off); ConfigError naming it otherwise."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1 or 0 (true/false, yes/no), got {env.get(name)!r}")
+
+
 def env_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
     """URL variable ``name`` or None; ConfigError naming it when its scheme is not one of ``schemes``."""
     value = env_str(env, name)
@@ -120,6 +132,8 @@ class Settings:
     chunk_seconds: float = 10.0
     ffmpeg_path: str | None = None
     api_token: str | None = None
+    open_reads: bool = False  # MPR_OPEN_READS=1: queries and media need no token (the old behaviour)
+    media_url_seconds: int = 6 * 3600  # lifetime of the signed /media and thumbnail URLs the API returns
     admin_password: str | None = None
     callback_secret: str | None = None
     public_url: str = "http://127.0.0.1:8702"
@@ -131,6 +145,7 @@ class Settings:
     var_dir: str = "var"
     host: str = "127.0.0.1"
     port: int = 8702
+    api_processes: int = 1  # mpr serve runs this many API processes on one port (> 1 needs Redis)
     grpc_port: int = 50051
     load_plugins: tuple[str, ...] | None = None
     log_level: str = "INFO"
@@ -167,6 +182,8 @@ class Settings:
             chunk_seconds=env_float(env, "MPR_CHUNK_SECONDS", 10.0, minimum=0.5),
             ffmpeg_path=env_str(env, "MPR_FFMPEG"),
             api_token=env_str(env, "MPR_API_TOKEN"),
+            open_reads=env_bool(env, "MPR_OPEN_READS"),
+            media_url_seconds=env_int(env, "MPR_MEDIA_URL_SECONDS", 6 * 3600, minimum=60),
             admin_password=env_str(env, "MPR_ADMIN_PASSWORD"),
             callback_secret=env_str(env, "MPR_CALLBACK_SECRET"),
             public_url=(env_url(env, "MPR_PUBLIC_URL", ("http", "https")) or cls.public_url).rstrip("/"),
@@ -178,6 +195,7 @@ class Settings:
             var_dir=env_str(env, "MPR_VAR_DIR", "var"),
             host=env_str(env, "MPR_HOST", "127.0.0.1"),
             port=env_int(env, "MPR_PORT", 8702, minimum=1),
+            api_processes=env_int(env, "MPR_API_PROCESSES", 1, minimum=1),
             grpc_port=env_int(env, "MPR_GRPC_PORT", 50051, minimum=0),
             load_plugins=load_plugins,
             log_level=log_level,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import tempfile
 from pathlib import Path
 
 import av
@@ -16,6 +17,17 @@ from mpr.presets import Preset
 from mpr.probe import stream_list
 from mpr.service import copy_preset
 from testkit import ffmpeg_bin
+from tests.subtitlecheck import (
+    TRIM_IDS,
+    TRIMS,
+    assert_same_cues,
+    cues,
+    expected_cues,
+    keyframe_before,
+    make_subtitled,
+    subtitle_tags,
+    timing,
+)
 
 PRESETS = {p.name: p for p in STATIC_PRESETS}
 FAST_MP4 = dataclasses.replace(PRESETS["h264-720p"], speed_preset="ultrafast", audio_bitrate="64k", channels=1)
@@ -131,3 +143,94 @@ def test_cover_art_is_copied_by_stream_copy_and_never_encoded_as_video(sources, 
 def test_an_unreadable_source_still_gets_a_command_without_subtitles(tmp_path) -> None:
     argv = ffmpeg.build_command(tmp_path / "missing.mkv", tmp_path / "o.mp4", FAST_MP4)
     assert "-sn" in argv and "-c:s:0" not in argv and argv.count("-map") == 2
+
+
+TRIM_PRESETS = {"mkv": FAST_MKV, "mp4": FAST_MP4, "webm": FAST_WEBM}
+
+
+@pytest.fixture(scope="module")
+def subtitled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_subtitled(tmp_path_factory.mktemp("trimsubs"))
+
+
+def with_and_without_subtitles(src: Path, base: Path, ext: str, preset: Preset, start, end) -> tuple[Path, Path]:
+    kept, dropped = base / f"kept.{ext}", base / f"dropped.{ext}"
+    ffmpeg.run(ffmpeg.build_command(src, kept, preset, start=start, end=end))
+    ffmpeg.run(ffmpeg.build_command(src, dropped, preset, start=start, end=end, subtitles=False))
+    return kept, dropped
+
+
+@pytest.mark.parametrize("container", ["mkv", "mp4", "webm"])
+@pytest.mark.parametrize(("start", "end"), TRIMS, ids=TRIM_IDS)
+def test_trimmed_transcode_keeps_clipped_cues_without_moving_video_or_audio(
+    subtitled, tmp_path, container, start, end
+) -> None:
+    kept, dropped = with_and_without_subtitles(subtitled, tmp_path, container, TRIM_PRESETS[container], start, end)
+    # every video and audio packet where the command without subtitles puts it (the 5.1 muxer shifted them all)
+    assert timing(kept) == timing(dropped)
+    assert timing(kept)["video"] and timing(kept)["audio"]
+    want = expected_cues(subtitled, start, end)
+    assert want and ("One" in [t for t, _, _ in want]) == (start is None)  # the cue before a trim start is gone
+    assert_same_cues(cues(kept), want)
+    if (start, end) == (1.3, 3.2):
+        # language, title and the forced flag as an untrimmed output has them
+        untrimmed = ffmpeg_untrimmed(subtitled, tmp_path / f"full.{container}", TRIM_PRESETS[container])
+        assert subtitle_tags(kept) == subtitle_tags(untrimmed)
+        (language, title, forced), *_ = subtitle_tags(kept)
+        assert language in ("fra", "fre") and forced and title == (None if container == "mp4" else "French")
+    assert not list(Path(tempfile.gettempdir()).glob("mpr-subs-*/*.ass"))  # run() removed the cut subtitles
+
+
+def ffmpeg_untrimmed(src: Path, out: Path, preset: Preset) -> Path:
+    ffmpeg.run(ffmpeg.build_command(src, out, preset))
+    return out
+
+
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+@pytest.mark.parametrize(("start", "end"), [(1.3, None), (None, 2.0), (1.3, 3.2)], ids=TRIM_IDS[1:3] + TRIM_IDS[4:])
+def test_trimmed_stream_copy_keeps_clipped_cues_in_sync_with_the_copied_video(
+    subtitled, tmp_path, container, start, end
+) -> None:
+    src = subtitled
+    if container == "mp4":
+        src = tmp_path / "subs.mp4"
+        _run(["-i", str(subtitled), "-map", "0", "-c", "copy", "-c:s", "mov_text", str(src)])
+    kept, dropped = with_and_without_subtitles(src, tmp_path, container, copy_preset(), start, end)
+    assert timing(kept) == timing(dropped)
+    # the copied video starts at the keyframe before the trim start: the cues move with it
+    with av.open(str(dropped)) as c:
+        first = min(float(p.pts * p.time_base) for p in c.demux(c.streams.video[0]) if p.pts is not None)
+    shift = first + (start or 0.0) - keyframe_before(src, start or 0.0) if start else 0.0
+    got = cues(kept)
+    assert_same_cues(got, expected_cues(src, start, end, shift))
+    assert [k for k in streams(kept) if k[0] == "subtitle"] == [
+        ("subtitle", "subrip" if container == "mkv" else "mov_text")
+    ]
+
+
+def test_untrimmed_output_keeps_the_source_cues_as_they_are(subtitled, tmp_path) -> None:
+    out = ffmpeg_untrimmed(subtitled, tmp_path / "o.mkv", FAST_MKV)
+    argv = ffmpeg.build_command(subtitled, tmp_path / "o.mkv", FAST_MKV)
+    assert argv.count("-i") == 1 and "0:2" in argv  # the source's own track, no cut-out file
+    assert_same_cues(cues(out), cues(subtitled))
+
+
+def test_clip_ass_drops_cues_outside_the_trim_and_clips_those_across_it() -> None:
+    text = (
+        "[Script Info]\nScriptType: v4.00+\n\n[Events]\n"
+        "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+        "Dialogue: 0,0:00:00.20,0:00:00.90,Default,,0,0,0,,One, with a comma\n"
+        "Dialogue: 0,0:00:01.20,0:00:02.30,Default,,0,0,0,,Two\n"
+        "Dialogue: 0,0:00:02.50,0:00:03.60,Default,,0,0,0,,Three\n"
+        "Dialogue: 0,0:01:03.60,0:01:04.00,Default,,0,0,0,,Late\n"
+    )
+    out = ffmpeg.clip_ass(text, 1.3, 3.2)
+    dialogue = [line for line in out.splitlines() if line.startswith("Dialogue:")]
+    assert dialogue == [
+        "Dialogue: 0,0:00:00.00,0:00:01.00,Default,,0,0,0,,Two",
+        "Dialogue: 0,0:00:01.20,0:00:01.90,Default,,0,0,0,,Three",
+    ]
+    assert "[Script Info]" in out
+    assert [line for line in ffmpeg.clip_ass(text, 0.0, None).splitlines() if "Late" in line] == [
+        "Dialogue: 0,0:01:03.60,0:01:04.00,Default,,0,0,0,,Late"
+    ]

@@ -340,6 +340,9 @@ def _page(request: Request, template: str, **context: Any) -> Template:
     context.setdefault("err", request.query_params.get("err", ""))
     context["nav"] = template.split("/")[-1].split(".")[0]
     context["page_query"] = urllib.parse.urlencode({k: v for k, v in request.query_params.items() if k != "page"})
+    from mpr.api.graphql import media_url  # signed links: /media needs the API token when one is set
+
+    context["media_url"] = media_url
     return Template(f"admin/{template}", context=context)
 
 

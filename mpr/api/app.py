@@ -118,7 +118,7 @@ def _create_media_folders(settings: Settings) -> None:
             log.warning("cannot create %s folder %s: %s (see /readyz)", name, path, exc.strerror or exc)
 
 
-def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
+def _lifespan(settings: Settings, *, worker: bool, grpc: bool, loops: bool):
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         from tortoise import Tortoise
@@ -147,11 +147,11 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
                 log.info("presets synced: %s", result)
             if grpc:
                 handles["grpc"] = await _start_grpc(settings)
-            if settings.poll_interval:
+            if loops and settings.poll_interval:  # one process of several runs the loops (mpr serve --processes)
                 from mpr.polling import poll_loop
 
                 handles["poll"] = asyncio.create_task(poll_loop(settings.poll_interval, settings), name="mpr-poll")
-            if settings.scan_interval:
+            if loops and settings.scan_interval:
                 from mpr.watch import scan_loop
 
                 handles["scan"] = asyncio.create_task(scan_loop(settings.scan_interval, settings), name="mpr-scan")
@@ -178,8 +178,11 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool):
     return lifespan
 
 
-def create_app(settings: Settings | None = None, *, worker: bool = False, grpc: bool = False) -> Litestar:
-    """Build the MPR web app. ``worker``/``grpc`` start the embedded local worker / native gRPC server."""
+def create_app(
+    settings: Settings | None = None, *, worker: bool = False, grpc: bool = False, loops: bool = True
+) -> Litestar:
+    """Build the MPR web app. ``worker``/``grpc`` start the embedded local worker / native gRPC server,
+    ``loops`` the poll loop and the watch-folder scan (off in all but one of ``mpr serve --processes N``)."""
     from mpr.api import admin, callback, health, media, upload
     from mpr.api.graphql import make_graphql_controller
 
@@ -196,7 +199,7 @@ def create_app(settings: Settings | None = None, *, worker: bool = False, grpc: 
     ]
     app = Litestar(
         route_handlers=route_handlers,
-        lifespan=[_lifespan(settings, worker=worker, grpc=grpc)],
+        lifespan=[_lifespan(settings, worker=worker, grpc=grpc, loops=loops)],
         exception_handlers={MprError: mpr_error_handler, Exception: internal_error_handler},
         template_config=TemplateConfig(directory=TEMPLATES_DIR, engine=_jinja_engine()),
         # CSRF protects the admin's cookie-authenticated forms; every other route uses tokens or signatures.

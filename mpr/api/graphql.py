@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
-import hmac
 import logging
+import os
 import re
 import urllib.parse
 import uuid
@@ -36,6 +36,7 @@ from tortoise.expressions import Q
 
 import mpr
 from mpr import bus
+from mpr.api.auth import bearer_token, reads_need_token, sign_url, token_ok
 from mpr.api.fastexec import FastExecutionContext, prefetchable
 from mpr.errors import AuthError, MprError, NotFound, ValidationError
 from mpr.models import (
@@ -103,46 +104,42 @@ def media_url(root: str, key: str) -> str:
         url = backend.url(key)
     except MprError:
         url = None
-    return url or f"/media/{root}/{urllib.parse.quote(key)}"
+    if url:
+        return url
+    # MPR's own route: signed when reads need the token (a <video src> cannot send a header)
+    return sign_url(settings, f"/media/{root}/{key}", f"/media/{root}/{urllib.parse.quote(key)}")
 
 
 def _context(info: Info) -> dict[str, Any]:
     return info.context
 
 
-def bearer_token(headers: Any, params: dict[str, Any] | None = None) -> str | None:
-    """The bearer token from an Authorization header or graphql-ws connection params."""
-    raw = headers.get("authorization") if headers is not None else None
-    if not raw and params:
-        raw = params.get("Authorization") or params.get("authorization")
-        if not raw and isinstance(params.get("token"), str):
-            return params["token"]
-    if isinstance(raw, str) and raw.lower().startswith("bearer "):
-        return raw[7:].strip()
-    return None
+AUTH_MESSAGE = "this operation needs 'Authorization: Bearer <token>' (MPR_API_TOKEN is set)"
+AUTH_CODE = {"code": "UNAUTHENTICATED"}  # in the error's extensions: the UIs ask for the token on it
 
 
-def token_ok(settings: Settings, token: str | None) -> bool:
-    """True when no API token is configured, or ``token`` equals it (constant-time)."""
+def _has_token(ctx: dict[str, Any]) -> bool:
+    """True when the request (HTTP or WebSocket) carries the API token, or none is configured."""
+    settings: Settings = ctx["settings"]
     if not settings.api_token:
         return True
-    return token is not None and hmac.compare_digest(token.encode(), settings.api_token.encode())
+    conn = ctx.get("request") or ctx.get("socket") or ctx.get("websocket")
+    headers = getattr(conn, "headers", None)
+    return token_ok(settings, bearer_token(headers, ctx.get("connection_params")))
 
 
 class TokenRequired(BasePermission):
     """Mutations and subscriptions need ``Authorization: Bearer <MPR_API_TOKEN>`` when a token is set."""
 
-    message = "this operation needs 'Authorization: Bearer <token>' (MPR_API_TOKEN is set)"
-    error_class = AuthError
+    message = AUTH_MESSAGE
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        ctx = _context(info)
-        settings: Settings = ctx["settings"]
-        if not settings.api_token:
-            return True
-        conn = ctx.get("request") or ctx.get("socket") or ctx.get("websocket")
-        headers = getattr(conn, "headers", None)
-        return token_ok(settings, bearer_token(headers, ctx.get("connection_params")))
+        return _has_token(_context(info))
+
+    def on_unauthorized(self) -> None:
+        error = AuthError(AUTH_MESSAGE)
+        error.extensions = dict(AUTH_CODE)  # type: ignore[attr-defined]  # graphql-core copies it to the error
+        raise error
 
 
 def _text(value: Any) -> str:
@@ -340,10 +337,13 @@ class Asset:
     def url(self) -> str:
         return media_url("in", self.path)
 
-    @strawberry.field(description="A JPEG frame; append &t=<seconds> to pick the time.")
+    @strawberry.field(
+        description="A JPEG frame (signed like `url`); add t=<seconds> and w=<pixels> to its query to pick one."
+    )
     def thumbnail_url(self, t: float | None = None, w: int | None = None) -> str:
         query = {k: v for k, v in (("t", t), ("w", w)) if v is not None}
-        return f"/api/assets/{self.id}/thumbnail" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        path = f"/api/assets/{self.id}/thumbnail"
+        return sign_url(get_settings(), path, path + (f"?{urllib.parse.urlencode(query)}" if query else ""))
 
     @strawberry.field(description="Jobs made from this asset, newest first.")
     async def jobs(self, info: Info) -> list[Job]:
@@ -556,6 +556,8 @@ class SystemStatus:
     checks: list[HealthCheck]
     pending_jobs: int | None
     processing_jobs: int | None
+    pid: int = strawberry.field(description="The API process that answered (its operating-system pid).")
+    api_processes: int = strawberry.field(description="API processes serving this port (mpr serve --processes).")
 
 
 @strawberry.type
@@ -705,7 +707,9 @@ async def _job_cursor_filter(qs: Any, after: str) -> Any:
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Assets, ordered by path. Filter by status (pending|ready|error), kind, search.")
+    @strawberry.field(
+        description="Assets, ordered by path. Filter by status (pending|ready|error|missing), kind, search."
+    )
     async def assets(
         self,
         info: Info,
@@ -828,6 +832,8 @@ class Query:
             checks=[HealthCheck(name=c.name, ok=c.ok, detail=c.detail) for c in checks],
             pending_jobs=counts[JobStatus.PENDING],
             processing_jobs=counts[JobStatus.PROCESSING],
+            pid=os.getpid(),
+            api_processes=settings.api_processes,
         )
 
 
@@ -1044,6 +1050,43 @@ class SubscriptionsOnlyOverWebSocket(SchemaExtension):
         yield
 
 
+def _introspection_only(document: Any, operation_name: str | None) -> bool:
+    """True for an operation asking only for ``__schema``/``__type``/``__typename`` (the schema is no secret)."""
+    from graphql import FieldNode
+    from graphql.utilities import get_operation_ast
+
+    operation = get_operation_ast(document, operation_name) if document is not None else None
+    if operation is None:
+        return False
+    selections = operation.selection_set.selections
+    return all(isinstance(sel, FieldNode) and sel.name.value.startswith("__") for sel in selections)
+
+
+class ReadsNeedToken(SchemaExtension):
+    """Queries need the API token too when one is set, unless MPR_OPEN_READS (mutations: TokenRequired).
+
+    The same error as a refused mutation (HTTP 200, ``errors[0].extensions.code`` UNAUTHENTICATED),
+    and no data at all: nothing is resolved. Introspection alone stays open (GraphiQL's docs,
+    schema-driven clients): it shows the schema, which is public, and no data.
+    """
+
+    def on_execute(self) -> Any:
+        ctx = self.execution_context
+        context = ctx.context if isinstance(ctx.context, dict) else {}
+        if ctx.result is None and "settings" in context and reads_need_token(context["settings"]):
+            from graphql import ExecutionResult
+            from strawberry.types.graphql import OperationType
+
+            try:
+                query = ctx.operation_type == OperationType.QUERY
+            except Exception:  # an unknown operationName: refused like a query, nothing runs
+                query = True
+            if query and not _has_token(context) and not _introspection_only(ctx.graphql_document, ctx.operation_name):
+                error = GraphQLError(AUTH_MESSAGE, original_error=AuthError(AUTH_MESSAGE), extensions=dict(AUTH_CODE))
+                ctx.result = ExecutionResult(data=None, errors=[error])
+        yield
+
+
 class MaskInternalErrors(MaskErrors):
     """Shows MprError messages; replaces anything else by "internal error (request id …)" and logs it."""
 
@@ -1092,6 +1135,7 @@ def make_schema(execution_context_class: type | None = FastExecutionContext) -> 
             functools.partial(QueryDepthLimiter, max_depth=MAX_DEPTH, should_ignore=_ignore_introspection),
             RejectNulCharacters,
             SubscriptionsOnlyOverWebSocket,
+            ReadsNeedToken,
             MaskInternalErrors,
         ],
     )

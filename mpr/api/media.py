@@ -5,6 +5,10 @@ seek; remote roots (S3, GCS) answer with a redirect to ``storage.url()``
 (public or presigned). Keys are checked only by :func:`mpr.storage.safe_key`
 (through the storage backend): an escaping key gets 400, a missing one 404.
 
+With ``MPR_API_TOKEN`` set (and ``MPR_OPEN_READS`` off) every route first needs
+the bearer token or a signed URL for exactly its path (:mod:`mpr.api.auth`):
+anything else gets 401 before a file, a storage URL or an asset is looked up.
+
 Every route also answers HEAD with exactly the status and headers its GET
 would send (Content-Length, Content-Range, Location ...) and no body. Litestar
 2.x routes HEAD to a handler but does not mark the response as a HEAD
@@ -28,6 +32,7 @@ from litestar import HttpMethod, Request, route
 from litestar.params import FromPath, FromQuery
 from litestar.response import File, Redirect, Response, Stream
 
+from mpr.api.auth import read_allowed
 from mpr.api.deps import app_settings
 from mpr.errors import MprError, NotFound, StorageError
 from mpr.models import AssetKind, MediaAsset
@@ -154,18 +159,30 @@ async def serve_media(request: Request, storage: Storage, key: str) -> Response[
 
 
 GET_HEAD = [HttpMethod.GET, HttpMethod.HEAD]
+UNAUTHORIZED = (
+    "this needs 'Authorization: Bearer <token>' or a signed URL from the API (exp and sig; MPR_API_TOKEN is set)"
+)
+
+
+def refused(request: Request, settings: Settings) -> Response[Any] | None:
+    """401 (no file data, nothing looked up) unless the request may read media; None when it may."""
+    if read_allowed(request, settings):
+        return None
+    return _plain(401, UNAUTHORIZED, head=_is_head(request), headers={"WWW-Authenticate": 'Bearer realm="mpr"'})
 
 
 @route("/media/in/{key:path}", http_method=GET_HEAD, include_in_schema=False)
 async def media_in_route(request: Request, key: FromPath[str]) -> Response[Any]:
     """A source file under MEDIA_IN."""
-    return await serve_media(request, media_in(app_settings(request)), key)
+    settings = app_settings(request)
+    return refused(request, settings) or await serve_media(request, media_in(settings), key)
 
 
 @route("/media/out/{key:path}", http_method=GET_HEAD, include_in_schema=False)
 async def media_out_route(request: Request, key: FromPath[str]) -> Response[Any]:
     """An output file under MEDIA_OUT."""
-    return await serve_media(request, media_out(app_settings(request)), key)
+    settings = app_settings(request)
+    return refused(request, settings) or await serve_media(request, media_out(settings), key)
 
 
 # --------------------------------------------------------------------------- thumbnails
@@ -218,6 +235,8 @@ async def thumbnail(
     """
     settings = app_settings(request)
     head = _is_head(request)
+    if (denied := refused(request, settings)) is not None:
+        return denied
     try:
         aid = uuid.UUID(asset_id)
     except ValueError:

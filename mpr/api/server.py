@@ -1,4 +1,7 @@
-"""``mpr serve``: run the web app with uvicorn (plus the embedded worker and gRPC server by default)."""
+"""``mpr serve``: run the web app with uvicorn (plus the embedded worker and gRPC server by default).
+
+With ``--processes N`` the CLI starts N of these on one socket (:mod:`mpr.api.processes`).
+"""
 
 from __future__ import annotations
 
@@ -58,8 +61,17 @@ def serve(
     grpc: bool = True,
     insecure: bool = False,
     settings: Settings | None = None,
+    fd: int | None = None,
+    loops: bool = True,
 ) -> None:
-    """Run the API (and by default the embedded local worker and native gRPC server) until Ctrl-C."""
+    """Run the API (and by default the embedded local worker and native gRPC server) until Ctrl-C.
+
+    ``fd``: accept on this already listening socket instead of binding ``host:port``
+    (one of the processes of ``mpr serve --processes N``, see :mod:`mpr.api.processes`);
+    ``loops``: run the poll loop and the watch-folder scan here.
+    """
+    import socket
+
     import uvicorn
 
     from mpr.api.app import create_app
@@ -68,12 +80,13 @@ def serve(
     host = host or settings.host
     port = port or settings.port
     check_bind(host, settings, insecure)
-    app = create_app(settings, worker=worker, grpc=grpc)
+    app = create_app(settings, worker=worker, grpc=grpc, loops=loops)
     app.on_startup.append(freeze_startup_objects)  # last: after plugins' startup hooks
-    if not settings.admin_password:
-        log.info("admin disabled: set MPR_ADMIN_PASSWORD to enable /admin")
-    log.info("MPR on http://%s:%d (GraphQL /graphql, admin /admin)", host, port)
-    uvicorn.run(
+    if fd is None:
+        if not settings.admin_password:
+            log.info("admin disabled: set MPR_ADMIN_PASSWORD to enable /admin")
+        log.info("MPR on http://%s:%d (GraphQL /graphql, admin /admin)", host, port)
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -81,3 +94,10 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run exits

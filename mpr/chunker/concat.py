@@ -1,4 +1,5 @@
-"""Join encoded chunks with the concat demuxer (stream copy) and mux the audio file (every audio track in it)."""
+"""Join encoded chunks with the concat demuxer (stream copy) and mux the audio file (every audio track in it)
+and the source's subtitles."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import av
 
 from mpr import ffmpeg
-from mpr.chunker.encode import ProgressCallback, _partial
+from mpr.chunker.encode import URL_INPUT_ARGS, ProgressCallback, _partial
+from mpr.chunker.plan import is_url
 from mpr.errors import FFmpegError
 from mpr.presets import SOURCE_CONTAINER, Preset
 
@@ -39,8 +41,37 @@ def concat_command(
     *,
     video_start: float = 0.0,
     ffmpeg_bin: str | None = None,
+    source: str | Path | None = None,
+    trim_start: float | None = None,
+    trim_end: float | None = None,
 ) -> list[str]:
-    """The ffmpeg argv that stream-copies the listed chunks (and every track of the audio file) into ``output``."""
+    """The ffmpeg argv that stream-copies the listed chunks (and every track of the audio file) into ``output``.
+
+    With ``source`` (a local file or an http(s) URL) it also reads the
+    subtitles the output container holds from there, converted as the single
+    pass (:func:`mpr.ffmpeg.build_command`) does (the same maps and subtitle
+    codecs, :func:`mpr.ffmpeg.stream_maps`). Trimmed (``trim_start``/``trim_end``),
+    they are the single pass's too: cut out of the source into small files
+    first (:func:`mpr.ffmpeg.trimmed_subtitle_inputs`, which runs ffmpeg
+    once; :func:`mpr.ffmpeg.run` removes them), never shifting the video or audio.
+    """
+    subtitles: list[str] = []
+    trimmed = bool(trim_start) or trim_end is not None
+    if source is not None and not trimmed:
+        subtitles = ffmpeg.stream_maps(source, output, preset, video=False, audio=False, subtitles=True)
+    subtitle_inputs: list[str] = []
+    subtitle_maps: list[str] = []
+    if source is not None and trimmed:
+        # the trimmed single pass's subtitles: cut out of the source beforehand (see trimmed_subtitle_inputs)
+        subtitle_inputs, subtitle_maps = ffmpeg.trimmed_subtitle_inputs(
+            source,
+            output,
+            preset,
+            trim_start,
+            trim_end,
+            first_input=2 if audio_path is not None else 1,
+            ffmpeg_bin=ffmpeg_bin,
+        )
     argv = [
         ffmpeg.ffmpeg_binary(ffmpeg_bin),
         *("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats"),
@@ -50,16 +81,29 @@ def concat_command(
     argv += ["-f", "concat", "-safe", "0", "-i", "file:" + os.path.abspath(list_path)]
     if audio_path is not None:
         argv += ["-i", "file:" + os.path.abspath(audio_path)]
+    if subtitles:
+        assert source is not None
+        argv += [*(URL_INPUT_ARGS if is_url(source) else []), "-i", _input_arg(source)]
+    argv += subtitle_inputs
     argv += ["-map", "0:v:0"]
     if audio_path is not None:
         argv += ["-map", "1:a"]  # every track: encode_audio keeps all of the source's
     argv += ["-c", "copy"]
+    if subtitles:
+        # stream_maps names the source input 0: here it is the last one; its -c:s:N come after -c copy
+        n = 2 if audio_path is not None else 1
+        argv += [f"{n}:{a[2:]}" if a.startswith("0:") else a for a in subtitles]
+    argv += subtitle_maps
     if (preset.extra or {}).get("faststart"):
         argv += ["-movflags", "+faststart"]
     if preset.container != SOURCE_CONTAINER and preset.container in ffmpeg.CONTAINERS:
         argv += ["-f", ffmpeg.CONTAINERS[preset.container][0]]
     argv += ["-y", "file:" + os.path.abspath(output)]
     return argv
+
+
+def _input_arg(source: str | Path) -> str:
+    return str(source) if is_url(source) else "file:" + os.path.abspath(source)
 
 
 def _file_start(path: Path) -> float:
@@ -100,13 +144,19 @@ def concat(
     total: float | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
+    source: str | Path | None = None,
+    trim_start: float | None = None,
+    trim_end: float | None = None,
 ) -> Path:
     """Concatenate encoded video chunks (in order) and mux ``audio_path`` (if any) into ``output``.
 
     ``durations`` are the chunks' planned lengths (``Chunk.duration``): the
     concat demuxer then places every frame at its source timestamp even for
     variable frame rate. ``video_start`` shifts the video when the source's
-    first frame is not at 0, keeping A/V sync. No re-encoding.
+    first frame is not at 0, keeping A/V sync. No re-encoding, but for the
+    subtitles of ``source`` (the job's source, local or an http(s) URL;
+    None: no subtitles), trimmed by the job's ``trim_start``/``trim_end``
+    and converted as the single pass does (see :func:`concat_command`).
     """
     if not chunk_paths:
         raise FFmpegError("nothing to concatenate: no chunks")
@@ -119,7 +169,16 @@ def concat(
     list_path = write_list(chunk_paths, first.with_name(f".concat-{output.stem}.txt"), durations)
     tmp = _partial(output)
     try:
-        argv = concat_command(list_path, audio_path, tmp, preset, video_start=video_start)
+        argv = concat_command(
+            list_path,
+            audio_path,
+            tmp,
+            preset,
+            video_start=video_start,
+            source=source,
+            trim_start=trim_start,
+            trim_end=trim_end,
+        )
         ffmpeg.run(argv, duration=total, on_progress=on_progress, cancel=cancel)
         os.replace(tmp, output)
     finally:

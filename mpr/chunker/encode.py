@@ -237,7 +237,8 @@ def encode_audio(
 
     ``start``/``end`` trim it exactly as a trimmed single pass does. ``source``
     is a local file or an http(s) URL (read as :func:`source_command` does,
-    errors without its query string).
+    errors without its query string). The subtitles are not in it: the
+    concat step reads them from the source (see :func:`mpr.chunker.concat.concat`).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

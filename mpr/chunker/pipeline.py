@@ -6,7 +6,7 @@ Threads: a **producer** plans keyframe-aligned chunks, records them as
 chunk up to ``max_attempts`` times; a **monitor** reports overall progress
 every 500 ms (which is also how a cancel from another process is noticed).
 When every chunk is done the chunks are joined with the concat demuxer and
-the audio is muxed in.
+the audio (with the subtitles the output container holds) is muxed in.
 
 Chunk files live in ``<var>/chunks/<job id>/`` and survive a failure or a
 cancel, so retrying the job re-encodes only the chunks that are not done.
@@ -538,6 +538,9 @@ class Pipeline:
                 total=self.total,
                 on_progress=on_concat,
                 cancel=self.cancel,
+                source=self.source,
+                trim_start=self.trim_start,
+                trim_end=self.trim_end,
             )
         finally:
             self._finished.set()

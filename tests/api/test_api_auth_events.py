@@ -18,7 +18,7 @@ from .conftest import make_asset, make_job
 TOKEN = "t0ken-for-tests"
 
 
-async def test_mutations_need_the_token_queries_do_not(start_api):
+async def test_mutations_and_queries_need_the_token(start_api):
     api = await start_api(MPR_API_TOKEN=TOKEN)
     asset = await make_asset()
     doc = f'mutation {{ updateAsset(id: "{asset.id}", input: {{ comments: "x" }}) {{ comments }} }}'
@@ -27,7 +27,11 @@ async def test_mutations_need_the_token_queries_do_not(start_api):
     body = await api.gql(doc, token="wrong")
     assert body.get("errors")
     assert (await api.ok(doc, token=TOKEN))["updateAsset"]["comments"] == "x"
-    assert (await api.ok('query { assets(status: "ready") { id } }'))["assets"]
+    # reads too (MPR_OPEN_READS=1 opens them again: tests/api/test_api_read_auth.py)
+    assert (
+        "Authorization: Bearer" in (await api.gql('query { assets(status: "ready") { id } }'))["errors"][0]["message"]
+    )
+    assert (await api.ok('query { assets(status: "ready") { id } }', token=TOKEN))["assets"]
 
 
 async def _ws(api, payload=None, token_header=None):

@@ -128,10 +128,12 @@ async def test_replay_store_uses_redis_when_configured(start_api, redis_url, med
 
 async def test_duplicate_callback_is_idempotent(cb_api, media, clips):
     job = await _job_with_output(media, clips)
-    first, _, _ = await _post(cb_api, job.id, {"status": "completed"})
+    sent = int(time.time())
+    first, _, _ = await _post(cb_api, job.id, {"status": "completed"}, ts=sent)
     finished = (await TranscodeJob.get(id=job.id)).finished_at
-    # a sender's retry is signed again (new timestamp), so it is a duplicate, not a replay
-    second, _, _ = await _post(cb_api, job.id, {"status": "completed"}, ts=int(time.time()) - 1)
+    # a sender's retry is signed again (another timestamp), so it is a duplicate, not a replay
+    # (taken from the first one's: "now - 1" is the first's own timestamp when a second ticks in between)
+    second, _, _ = await _post(cb_api, job.id, {"status": "completed"}, ts=sent - 1)
     late_fail, _, _ = await _post(cb_api, job.id, {"status": "failed", "error": "late"})
     assert first.json()["changed"] is True
     assert second.status_code == 200 and second.json() == {"ok": True, "changed": False, "status": "completed"}
@@ -148,9 +150,10 @@ async def test_cancelled_job_is_not_revived(cb_api, media, clips):
 
 
 async def test_unknown_job_404_oversized_413_bad_body_400(cb_api):
-    r, _, _ = await _post(cb_api, uuid.uuid4(), {"status": "completed"})
+    sent = int(time.time())
+    r, _, _ = await _post(cb_api, uuid.uuid4(), {"status": "completed"}, ts=sent)
     assert r.status_code == 404
-    r, _, _ = await _post(cb_api, "not-a-uuid", {"status": "completed"}, ts=int(time.time()) - 2)
+    r, _, _ = await _post(cb_api, "not-a-uuid", {"status": "completed"}, ts=sent - 2)  # not the same signature
     assert r.status_code == 404
     big = {"status": "failed", "error": "x" * (callbacks.MAX_BODY + 10)}
     r, _, _ = await _post(cb_api, uuid.uuid4(), big)

@@ -1,5 +1,5 @@
 """A chunked job keeps every audio track of the source: the audio is encoded once (all tracks) and muxed
-beside the joined video chunks (subtitles are not carried by the chunked path)."""
+beside the joined video chunks (subtitles: test_chunker_subtitles.py)."""
 
 from __future__ import annotations
 

@@ -129,12 +129,11 @@ class Server:
             return ""
 
     def graphql(self, query: str) -> dict:
-        """Run a GraphQL operation directly (to check what the UI did)."""
-        req = urllib.request.Request(
-            self.url + "/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
-        )
+        """Run a GraphQL operation directly (to check what the UI did), with the server's token if it has one."""
+        headers = {"Content-Type": "application/json"}
+        if self.extra_env.get("MPR_API_TOKEN"):
+            headers["Authorization"] = f"Bearer {self.extra_env['MPR_API_TOKEN']}"
+        req = urllib.request.Request(self.url + "/graphql", data=json.dumps({"query": query}).encode(), headers=headers)
         with urllib.request.urlopen(req, timeout=10) as r:
             body = json.loads(r.read())
         assert not body.get("errors"), body
@@ -157,7 +156,7 @@ def ui_server(ui_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 @pytest.fixture(scope="module")
 def token_server(ui_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A second `mpr serve` with MPR_API_TOKEN set (mutations and streams need the bearer token)."""
+    """A second `mpr serve` with MPR_API_TOKEN set (every query, mutation, stream and media file needs it)."""
     server = Server(tmp_path_factory.mktemp("ui-token-server"), MPR_API_TOKEN="ui-test-token")
     server.start()
     try:

@@ -210,7 +210,7 @@ class TaskRunner:
     def run_concat(self) -> None:
         """Encode the audio once, wait for every chunk, concatenate, store the output, call back.
 
-        The audio encode reads the source through :meth:`source_input`.
+        The audio encode and the concat (the source's subtitles) read the source through :meth:`source_input`.
         """
         from mpr.chunker.concat import concat, placement
         from mpr.chunker.encode import encode_audio
@@ -255,6 +255,9 @@ class TaskRunner:
                 durations=durations,
                 video_start=video_start,
                 total=spec.chunks[-1].end - spec.chunks[0].start,
+                source=source,  # its subtitles, trimmed as the single pass does
+                trim_start=self.trim[0],
+                trim_end=self.trim[1],
             )
             self.out.put(spec.output_key, output)
         self.remove_scratch()

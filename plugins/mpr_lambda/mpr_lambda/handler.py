@@ -375,7 +375,8 @@ def concat(event: dict, context: Any = None) -> dict:
     """Concat step. Input: ``{"job", "plan", "encoded"}``. Output: ``{"output_key", "size", ...}``.
 
     Joins the video chunks in order with the audio (stream copy, no
-    re-encode), uploads the output (multipart when large), deletes the
+    re-encode) and the subtitles of the source (read from its presigned URL,
+    :func:`source_input`), uploads the output (multipart when large), deletes the
     chunk objects. A trimmed job's chunks are placed where they start
     (:func:`mpr.chunker.placement`), as the local pipeline does.
     """
@@ -402,6 +403,7 @@ def concat(event: dict, context: Any = None) -> dict:
             local = tmp / ("output." + info.get("ext", Path(out_key).suffix.lstrip(".") or "mp4"))
             durations = [float(e["duration"]) for e in videos]
             video_start = float(info.get("video_start") or 0.0)
+            trim_start, trim_end = trim_of(job)
             try:
                 if info.get("trimmed"):
                     durations, video_start = placement(paths)
@@ -413,6 +415,9 @@ def concat(event: dict, context: Any = None) -> dict:
                     durations=durations,
                     video_start=video_start,
                     total=info.get("total"),
+                    source=source_input(job["source_url"], tmp, ls),  # its subtitles (the single pass's)
+                    trim_start=trim_start,
+                    trim_end=trim_end,
                 )
             except FFmpegError as exc:
                 raise _ffmpeg_failure("concat", exc) from exc

@@ -1,7 +1,16 @@
 import { useCallback, useEffect, useId, useRef, useState } from "react";
-import { Empty, ErrorBanner, Header, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
+import {
+  AuthPrompt,
+  Empty,
+  ErrorBanner,
+  Header,
+  LiveIndicator,
+  ProgressBar,
+  StatusBadge,
+  useTokenVersion,
+} from "../components/common";
 import { createJob, defaultPreset, getJob, listAssets, listJobs, listPresets } from "../lib/api";
-import { errorMessage } from "../lib/graphql";
+import { errorMessage, isAuthError } from "../lib/graphql";
 import { showingText } from "../lib/paging";
 import { bytes, eta, speed } from "../lib/format";
 import { eventsClient, followStream, type StreamStats } from "../lib/stream";
@@ -24,7 +33,10 @@ function openJob(id: string | null) {
   window.dispatchEvent(new PopStateEvent("popstate"));
 }
 
-function StartForm({ onError }: { onError(message: string): void }) {
+/** An error to show: a message, or what a request threw (a refused read shows the token prompt instead). */
+type OnError = (err: unknown) => void;
+
+function StartForm({ onError }: { onError: OnError }) {
   const [assets, setAssets] = useState<Asset[]>([]);
   const [presets, setPresets] = useState<Preset[]>([]);
   const [recent, setRecent] = useState<Job[]>([]);
@@ -38,6 +50,7 @@ function StartForm({ onError }: { onError(message: string): void }) {
   const [assetSearch, setAssetSearch] = useState("");
   const [assetTotal, setAssetTotal] = useState(0);
   const ids = { asset: useId(), find: useId(), preset: useId(), secs: useId(), workers: useId(), job: useId() };
+  const tokenVersion = useTokenVersion();
 
   useEffect(() => {
     Promise.all([listPresets(), listJobs(50)])
@@ -47,8 +60,8 @@ function StartForm({ onError }: { onError(message: string): void }) {
         const preferred = defaultPreset(p.filter((x) => x.videoCodec && x.videoCodec !== "copy"));
         if (preferred) setPresetId(preferred.id);
       })
-      .catch((err) => onError(errorMessage(err)));
-  }, [onError]);
+      .catch(onError);
+  }, [onError, tokenVersion]);
 
   // The picker lists ready videos, filtered and counted by the server (a large library shows the
   // first PICKER_LIMIT; the search box narrows it).
@@ -63,7 +76,7 @@ function StartForm({ onError }: { onError(message: string): void }) {
             setAssetTotal(page.total);
             setAssetId((id) => (page.assets.some((a) => a.id === id) ? id : (page.assets[0]?.id ?? "")));
           })
-          .catch((err) => !stale && onError(errorMessage(err)))
+          .catch((err) => !stale && onError(err))
           .finally(() => !stale && setLoaded(true));
       },
       assetSearch ? 300 : 0,
@@ -72,7 +85,7 @@ function StartForm({ onError }: { onError(message: string): void }) {
       stale = true;
       clearTimeout(timer);
     };
-  }, [assetSearch, onError]);
+  }, [assetSearch, onError, tokenVersion]);
 
   const start = async () => {
     if (!assetId || !presetId) {
@@ -84,7 +97,7 @@ function StartForm({ onError }: { onError(message: string): void }) {
       const job = await createJob({ sourceAssetId: assetId, presetId, chunked: true, chunkSeconds, chunkWorkers: workers });
       openJob(job.id);
     } catch (err) {
-      onError(errorMessage(err));
+      onError(err);
     } finally {
       setBusy(false);
     }
@@ -184,12 +197,13 @@ function StartForm({ onError }: { onError(message: string): void }) {
   );
 }
 
-function PipelineView({ jobId, onError }: { jobId: string; onError(message: string): void }) {
+function PipelineView({ jobId, onError }: { jobId: string; onError: OnError }) {
   const [job, setJob] = useState<Job | null>(null);
   const [missing, setMissing] = useState(false);
   const [state, setState] = useState<PipelineState>(emptyPipeline);
   const [stats, setStats] = useState<StreamStats | null>(null);
   const planned = useRef(new Set<number>());
+  const tokenVersion = useTokenVersion();
 
   const loadJob = useCallback(async () => {
     try {
@@ -204,7 +218,7 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
         setState((s) => withPlan(s, j.chunks!));
       }
     } catch (err) {
-      onError(errorMessage(err));
+      onError(err);
     }
   }, [jobId, onError]);
 
@@ -216,12 +230,14 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
     void loadJob();
     const client = eventsClient();
     let planTimer: ReturnType<typeof setTimeout> | undefined;
+    let current = true;
     const stop = followStream({
       after: 0,
       contiguous: true,
       open: (after, options) => client.streamChunkPipeline({ jobId, afterSequence: String(after) }, options),
       isLast: (ev) => ev.type === "status" && FINAL.has(ev.status),
       onStats: (s) => {
+        if (!current) return; // a stopped stream (restarted with a new token) still reports "closed" later
         setStats(s);
         if (s.state === "ended") void loadJob();
       },
@@ -237,10 +253,11 @@ function PipelineView({ jobId, onError }: { jobId: string; onError(message: stri
       },
     });
     return () => {
+      current = false;
       stop();
       if (planTimer) clearTimeout(planTimer);
     };
-  }, [jobId, loadJob]);
+  }, [jobId, loadJob, tokenVersion]);
 
   if (missing) {
     return (
@@ -353,7 +370,11 @@ export function App() {
     window.addEventListener("popstate", onPop);
     return () => window.removeEventListener("popstate", onPop);
   }, []);
-  const onError = useCallback((m: string) => setError(m), []);
+  const onError = useCallback((err: unknown) => {
+    if (!isAuthError(err)) setError(errorMessage(err));
+  }, []);
+  const tokenVersion = useTokenVersion();
+  useEffect(() => setError(""), [tokenVersion]);
   return (
     <>
       <Header current="chunker" />
@@ -366,6 +387,7 @@ export function App() {
             </button>
           )}
         </div>
+        <AuthPrompt />
         <ErrorBanner error={error} onDismiss={() => setError("")} />
         {jobId ? <PipelineView key={jobId} jobId={jobId} onError={onError} /> : <StartForm onError={onError} />}
       </main>

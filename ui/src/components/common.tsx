@@ -1,5 +1,5 @@
-import { useEffect, useId, useState, type ReactNode } from "react";
-import { getToken, setToken } from "../lib/settings";
+import { useEffect, useId, useRef, useState, type ReactNode } from "react";
+import { getToken, onAuthNeeded, onOpenSettings, onTokenChange, openSettings, setToken } from "../lib/settings";
 
 export function StatusBadge({ status }: { status: string }) {
   return (
@@ -51,11 +51,22 @@ export function SettingsButton() {
   const [value, setValue] = useState(getToken());
   const [saved, setSaved] = useState(false);
   const id = useId();
+  const input = useRef<HTMLInputElement>(null);
   useEffect(() => {
     if (!saved) return;
     const t = setTimeout(() => setSaved(false), 1500);
     return () => clearTimeout(t);
   }, [saved]);
+  // the token prompt opens this panel
+  useEffect(
+    () =>
+      onOpenSettings(() => {
+        setValue(getToken());
+        setOpen(true);
+        setTimeout(() => input.current?.focus(), 0);
+      }),
+    [],
+  );
   return (
     <div className="settings">
       <button type="button" aria-expanded={open} onClick={() => setOpen(!open)}>
@@ -73,6 +84,7 @@ export function SettingsButton() {
           <label htmlFor={id}>API token</label>
           <input
             id={id}
+            ref={input}
             type="password"
             autoComplete="off"
             value={value}
@@ -84,6 +96,35 @@ export function SettingsButton() {
         </form>
       )}
     </div>
+  );
+}
+
+/** A number that changes each time a token is saved: effects that load data list it to reload. */
+export function useTokenVersion(): number {
+  const [version, setVersion] = useState(0);
+  useEffect(() => onTokenChange(() => setVersion((v) => v + 1)), []);
+  return version;
+}
+
+/**
+ * Shown when the server refused a read for want of the API token (MPR_API_TOKEN is set): says so
+ * and opens Settings; gone once a token is saved (the page then reloads its data).
+ */
+export function AuthPrompt() {
+  const [needed, setNeeded] = useState(false);
+  useEffect(() => onAuthNeeded(() => setNeeded(true)), []);
+  useEffect(() => onTokenChange(() => setNeeded(false)), []);
+  if (!needed) return null;
+  return (
+    <section className="auth-prompt" aria-label="Token required" data-testid="auth-prompt">
+      <p>
+        <strong>This MPR server needs its API token.</strong> Nothing can be shown until you enter the token the
+        server was started with (<code>MPR_API_TOKEN</code>). It is kept in this browser only.
+      </p>
+      <button type="button" className="primary" onClick={openSettings}>
+        Enter API token
+      </button>
+    </section>
   );
 }
 

@@ -41,20 +41,28 @@ function asset(fields: Partial<Asset>): Asset {
     fps: null,
     comments: "",
     error: null,
+    url: "/media/in/clip.mp4",
+    thumbnailUrl: "/api/assets/id-1/thumbnail",
     ...fields,
   };
 }
 
 describe("mediaUrl / thumbnailUrl", () => {
-  it("encodes each path segment but keeps the folders", () => {
-    expect(mediaUrl(asset({ path: "clip.mp4" }))).toBe("/media/in/clip.mp4");
-    expect(mediaUrl(asset({ path: "shows/s01 e02/#1 take?.mov" }))).toBe("/media/in/shows/s01%20e02/%231%20take%3F.mov");
-    expect(mediaUrl(asset({ path: "ünï/100%.mp4" }))).toBe("/media/in/%C3%BCn%C3%AF/100%25.mp4");
+  it("plays the URL the API gave, signature and all (never one built by hand)", () => {
+    const signed = "/media/in/shows/s01%20e02/%231%20take%3F.mov?exp=1795701600&sig=abc-_D";
+    expect(mediaUrl(asset({ path: "shows/s01 e02/#1 take?.mov", url: signed }))).toBe(signed);
+    expect(mediaUrl(asset({ url: "https://bucket.s3.example/in/clip.mp4?X-Amz-Signature=1" }))).toBe(
+      "https://bucket.s3.example/in/clip.mp4?X-Amz-Signature=1",
+    );
   });
 
-  it("asks for a thumbnail at a millisecond time and a width", () => {
-    expect(thumbnailUrl(asset({ id: "a/b c" }), 1.23456, 160)).toBe("/api/assets/a%2Fb%20c/thumbnail?t=1.235&w=160");
+  it("asks the API's thumbnail URL for a millisecond time and a width, keeping its signature", () => {
     expect(thumbnailUrl(asset({}), 0, 80)).toBe("/api/assets/id-1/thumbnail?t=0.000&w=80");
+    const signed = asset({ thumbnailUrl: "/api/assets/id-1/thumbnail?exp=1795701600&sig=a%2Bb" });
+    expect(thumbnailUrl(signed, 1.23456, 160)).toBe("/api/assets/id-1/thumbnail?exp=1795701600&sig=a%2Bb&t=1.235&w=160");
+    // a URL that already names a time and width gets ours instead (one of each)
+    const chosen = asset({ thumbnailUrl: "/api/assets/id-1/thumbnail?t=1.0&w=320&exp=9&sig=s" });
+    expect(thumbnailUrl(chosen, 2, 96)).toBe("/api/assets/id-1/thumbnail?t=2.000&w=96&exp=9&sig=s");
   });
 });
 

@@ -9,7 +9,7 @@ export function lit(value: string | number | boolean): string {
 }
 
 const ASSET_FIELDS = `id path filename kind status size duration container videoCodec audioCodec
-  width height fps comments error`;
+  width height fps comments error url thumbnailUrl`;
 const JOB_FIELDS = `id status progress speed eta error trimStart trimEnd chunked chunkSeconds chunkWorkers
   createdAt sourceAsset { id filename duration fps } preset { id name } output { path size url }`;
 
@@ -138,13 +138,18 @@ export async function deleteAsset(id: string): Promise<boolean> {
   return data.deleteAsset.ok;
 }
 
-/** URL of the source media, for <video>/<audio> (served with Range support). */
+/** URL of the source media, for <video>/<audio>: the API's (Range support; signed when the server has a token). */
 export function mediaUrl(asset: Asset): string {
-  return "/media/in/" + asset.path.split("/").map(encodeURIComponent).join("/");
+  return asset.url;
 }
 
+/** The API's thumbnail URL (signed for its path when the server has a token) at ``t`` seconds, ``w`` wide. */
 export function thumbnailUrl(asset: Asset, t: number, w: number): string {
-  return `/api/assets/${encodeURIComponent(asset.id)}/thumbnail?t=${t.toFixed(3)}&w=${w}`;
+  const [path, query = ""] = asset.thumbnailUrl.split("?", 2);
+  const params = new URLSearchParams(query);
+  params.set("t", t.toFixed(3));
+  params.set("w", String(w));
+  return `${path}?${params.toString()}`;
 }
 
 /** The preset a form starts with: an H.264 one if there is one, else the first that encodes video. */

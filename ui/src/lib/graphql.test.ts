@@ -1,5 +1,6 @@
-import { describe, expect, it } from "vitest";
-import { ApiError, errorMessage, gql, readGraphQL } from "./graphql";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ApiError, AuthError, errorMessage, gql, isAuthError, readGraphQL } from "./graphql";
+import { onAuthNeeded } from "./settings";
 
 const json = (body: unknown, status = 200, statusText = "") =>
   new Response(JSON.stringify(body), { status, statusText, headers: { "Content-Type": "application/json" } });
@@ -44,7 +45,24 @@ describe("readGraphQL", () => {
     for (const status of [401, 403]) {
       expect((await failure(new Response("", { status }))).message).toBe("Not authorised: set the API token in Settings.");
       expect((await failure(json({ detail: "no" }, status))).message).toBe("Not authorised: set the API token in Settings.");
+      expect(isAuthError(await failure(new Response("", { status })))).toBe(true);
     }
+  });
+
+  it("tells a refused token (extensions.code UNAUTHENTICATED) from other errors", async () => {
+    const message = "this operation needs 'Authorization: Bearer <token>' (MPR_API_TOKEN is set)";
+    const refused = await failure(json({ data: null, errors: [{ message, extensions: { code: "UNAUTHENTICATED" } }] }));
+    expect(refused).toBeInstanceOf(AuthError);
+    expect(refused.message).toBe(message);
+    for (const body of [
+      { errors: [{ message: "Asset not found" }] },
+      { errors: [{ message: "x", extensions: { code: "BAD_USER_INPUT" } }] },
+      { errors: [{ message: "x", extensions: null }] },
+    ]) {
+      const err = await failure(json(body));
+      expect(isAuthError(err)).toBe(false);
+    }
+    expect(isAuthError(new Error("Authorization: Bearer"))).toBe(false);
   });
 
   it("reports the HTTP status for a body that is not GraphQL", async () => {
@@ -70,6 +88,28 @@ describe("readGraphQL", () => {
 });
 
 describe("gql", () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  it("announces a refused token to the page (the token prompt), and only that", async () => {
+    let announced = 0;
+    const stop = onAuthNeeded(() => announced++);
+    try {
+      const refusal = { data: null, errors: [{ message: "needs the token", extensions: { code: "UNAUTHENTICATED" } }] };
+      vi.stubGlobal("fetch", async () => json(refusal));
+      await expect(gql("{ assets { id } }")).rejects.toBeInstanceOf(AuthError);
+      expect(announced).toBe(1);
+      vi.stubGlobal("fetch", async () => json({ errors: [{ message: "bad id" }] }));
+      await expect(gql("{ asset(id: 1) { id } }")).rejects.toThrow("bad id");
+      vi.stubGlobal("fetch", async () => json({ data: { assets: [] } }));
+      await expect(gql("{ assets { id } }")).resolves.toEqual({ assets: [] });
+      expect(announced).toBe(1);
+    } finally {
+      stop();
+    }
+  });
+
   it("turns a network failure into a readable error", async () => {
     // Node's fetch cannot reach a relative URL: the same path as a server that is down
     await expect(gql("{ assets { id } }")).rejects.toThrow(

@@ -1,11 +1,19 @@
-import { authHeaders } from "./settings";
+import { authHeaders, reportAuthNeeded } from "./settings";
 
 /** An error to show to the user as it is: the API's own message, or what went wrong on the way. */
 export class ApiError extends Error {}
 
+/** The server wants the API token (none sent, or a wrong one): the page asks for it. */
+export class AuthError extends ApiError {}
+
+/** True for an AuthError: show the token prompt rather than an error banner. */
+export function isAuthError(err: unknown): err is AuthError {
+  return err instanceof AuthError;
+}
+
 interface GraphQLResponse<T> {
   data?: T | null;
-  errors?: { message?: unknown }[] | null;
+  errors?: { message?: unknown; extensions?: { code?: unknown } | null }[] | null;
 }
 
 /** Run one GraphQL operation against /graphql; throws ApiError with a readable message. */
@@ -20,7 +28,12 @@ export async function gql<T>(query: string, variables: Record<string, unknown> =
   } catch {
     throw new ApiError("Cannot reach the MPR server. Is `mpr serve` running?");
   }
-  return readGraphQL<T>(response);
+  try {
+    return await readGraphQL<T>(response);
+  } catch (err) {
+    if (isAuthError(err)) reportAuthNeeded();
+    throw err;
+  }
 }
 
 /** The data of a GraphQL response, or an ApiError with the API's messages / the HTTP status. */
@@ -36,10 +49,11 @@ export async function readGraphQL<T>(response: Response): Promise<T> {
     const messages = body.errors.map((e) =>
       e && typeof e.message === "string" && e.message ? e.message : "unknown GraphQL error",
     );
-    throw new ApiError(messages.join("; "));
+    const auth = body.errors.some((e) => e?.extensions?.code === "UNAUTHENTICATED");
+    throw new (auth ? AuthError : ApiError)(messages.join("; "));
   }
   if (response.status === 401 || response.status === 403) {
-    throw new ApiError("Not authorised: set the API token in Settings.");
+    throw new AuthError("Not authorised: set the API token in Settings.");
   }
   if (!response.ok || !body?.data) {
     throw new ApiError(`The server answered ${response.status} ${response.statusText || ""}`.trim());

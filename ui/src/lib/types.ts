@@ -17,6 +17,10 @@ export interface Asset {
   fps: number | null;
   comments: string;
   error: string | null;
+  /** Where the browser plays the file (the API's URL: signed when the server has a token). */
+  url: string;
+  /** The API's thumbnail URL; thumbnailUrl() in api.ts picks the time and width. */
+  thumbnailUrl: string;
 }
 
 export interface Preset {

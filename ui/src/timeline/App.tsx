@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { Empty, ErrorBanner, Header } from "../components/common";
+import { AuthPrompt, Empty, ErrorBanner, Header, useTokenVersion } from "../components/common";
 import { getAsset, getJob, listAssets, listJobs, listPresets, type AssetFilter } from "../lib/api";
-import { errorMessage } from "../lib/graphql";
+import { errorMessage, isAuthError } from "../lib/graphql";
 import { POLL_MS, mergeJobs, needsPolling } from "../lib/jobs";
 import { appendPage, pageSizeFrom } from "../lib/paging";
 import { eventsClient, followStream } from "../lib/stream";
@@ -25,6 +25,13 @@ export function App() {
   const [loading, setLoading] = useState(true);
   const [error, setError] = useState("");
   const [live, setLive] = useState({ state: "connecting", error: "" });
+  // A refused read (MPR_API_TOKEN set, none saved here) shows the token prompt, not an error; a saved
+  // token bumps tokenVersion, and every loader below runs again with it.
+  const tokenVersion = useTokenVersion();
+  const report = useCallback((err: unknown) => {
+    if (!isAuthError(err)) setError(errorMessage(err));
+  }, []);
+  useEffect(() => setError(""), [tokenVersion]);
 
   // The library: the server filters, counts and pages; a newer request wins over an older one.
   const assetRequest = useRef(0);
@@ -39,18 +46,18 @@ export function App() {
         setTotal(page.total);
         setSelected((s) => (s ? (page.assets.find((a) => a.id === s.id) ?? s) : s));
       } catch (err) {
-        if (request === assetRequest.current) setError(errorMessage(err));
+        if (request === assetRequest.current) report(err);
       } finally {
         if (request === assetRequest.current) setLoading(false);
       }
     },
-    [filter, pageSize, assets.length],
+    [filter, pageSize, assets.length, report],
   );
   const firstPage = useRef(loadAssets);
   firstPage.current = loadAssets;
   useEffect(() => {
     void firstPage.current(false);
-  }, [filter, pageSize]);
+  }, [filter, pageSize, tokenVersion]);
   // Files the server's watch folder (MPR_SCAN_INTERVAL) registered, or uploads from elsewhere: re-read
   // the first page now and then while it is all that is shown (a list paged further is left alone).
   const pagedFurther = assets.length > pageSize;
@@ -80,11 +87,11 @@ export function App() {
       for (const [id, tick] of touched) if (tick <= mark) touched.delete(id);
       setJobs((all) => mergeJobs(all, fetched, recent));
     } catch (err) {
-      setError(errorMessage(err));
+      report(err);
     } finally {
       loadingJobs.current = false;
     }
-  }, []);
+  }, [report]);
 
   const upsertJob = useCallback((job: Job) => {
     touch(job.id);
@@ -103,10 +110,10 @@ export function App() {
 
   useEffect(() => {
     void loadJobs();
-    listPresets().then(setPresets, (err) => setError(errorMessage(err)));
+    listPresets().then(setPresets, report);
     const id = new URLSearchParams(location.search).get("asset");
     if (id) getAsset(id).then((a) => a && setSelected((s) => s ?? a), () => undefined);
-  }, [loadJobs]);
+  }, [loadJobs, report, tokenVersion]);
 
   // Fallback when live events cannot arrive (a job run by another process without Redis):
   // re-read the job list every POLL_MS while a job is not final, and whenever the window
@@ -145,11 +152,13 @@ export function App() {
         .catch(() => undefined)
         .finally(() => refreshing.current.delete(id));
     };
-    return followStream({
+    // a stopped stream (restarted with a new token) still reports "closed" later: ignore it
+    let current = true;
+    const stop = followStream({
       after: 0,
       open: (after, options) => client.streamJobs({ afterSequence: String(after) }, options),
       onReconnected: () => void loadJobs(),
-      onStats: (s) => setLive({ state: s.state, error: s.error }),
+      onStats: (s) => current && setLive({ state: s.state, error: s.error }),
       onEvent: (ev) => {
         if (ev.type === "progress" || ev.type === "status") {
           const known = jobsRef.current.some((j) => j.id === ev.jobId);
@@ -170,7 +179,11 @@ export function App() {
         }
       },
     });
-  }, [loadJobs, upsertJob]);
+    return () => {
+      current = false;
+      stop();
+    };
+  }, [loadJobs, upsertJob, tokenVersion]);
 
   const select = (asset: Asset) => {
     setSelected(asset);
@@ -183,6 +196,7 @@ export function App() {
     <>
       <Header current="timeline" />
       <main className="timeline-layout">
+        <AuthPrompt />
         <ErrorBanner error={error} onDismiss={() => setError("")} />
         <Library
           assets={assets}

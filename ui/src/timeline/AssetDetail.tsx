@@ -112,7 +112,8 @@ export function AssetDetail({ asset, presets, onJobCreated, onAssetChanged, onAs
     if (media.current) media.current.currentTime = t;
   };
 
-  const src = mediaUrl(asset);
+  // The API's signed URL changes now and then (a new expiry); the player keeps the one it started with.
+  const [src] = useState(() => mediaUrl(asset));
   return (
     <section className="panel detail" aria-labelledby="detail-title">
       <div className="panel-head">

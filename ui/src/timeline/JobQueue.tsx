@@ -103,7 +103,7 @@ function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live"
             aria-label={`Delete job ${name}`}
             title="Delete job"
           >
-            🗑
+            Delete
           </button>
         )}
       </div>
