@@ -16,6 +16,7 @@ import collections
 import functools
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,14 @@ _SPEED_NUMBERS = {
 
 STOP_GRACE = 0.3  # seconds between SIGTERM and SIGKILL when cancelling; partial output is deleted anyway
 OWNER_ENV = "MPR_FFMPEG_OWNER"  # "<pid>:<start time>" of the MPR process that started this ffmpeg
+# environment variables ffmpeg never needs and must not see (/proc/<pid>/environ, a wrapper script's logs):
+# MPR's API token, admin password and callback secret, cloud credentials (it reads sources by presigned URL)
+_SECRET_ENV = re.compile(r"SECRET|PASSWORD|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^AWS_ACCESS_KEY_ID$", re.IGNORECASE)
+
+
+def child_env() -> dict[str, str]:
+    """``os.environ`` without the secrets (:data:`_SECRET_ENV`): the environment ffmpeg runs with."""
+    return {k: v for k, v in os.environ.items() if not _SECRET_ENV.search(k)}
 
 
 class Cancelled(FFmpegError):
@@ -310,6 +319,62 @@ _ONE_AUDIO_MUXERS = frozenset({"mp3", "flac", "wav", "adts", "aac", "ac3", "eac3
 # file extensions of a "source" container -> the muxer ffmpeg picks for them (the tables above use muxer names)
 _MUXER_ALIASES = {"mkv": "matroska", "mka": "matroska", "m4v": "mp4", "m4a": "ipod", "3gp": "mp4", "qt": "mov"}
 
+# The channel layouts (ffmpeg's names) of the Vorbis channel order, by channel count (1..8). libopus refuses
+# any other layout ("Invalid channel layout 4.0": the whole job fails) and libvorbis writes it under the
+# wrong speakers ("4.0 not supported by Vorbis: output stream will have incorrect channel layout"), so a
+# track with another layout is converted (ffmpeg's rematrix) to the one with its channel count.
+VORBIS_LAYOUTS = ("mono", "stereo", "3.0", "quad", "5.0", "5.1", "6.1", "7.1")
+# encoder -> the layouts it takes as they are (ffmpeg 5.1; the other encoders MPR drives take any layout,
+# or declare theirs and ffmpeg converts: aac, ac3, alac, libmp3lame, flac, pcm)
+LAYOUT_LIMITED_ENCODERS: dict[str, frozenset[str]] = {
+    "libopus": frozenset(VORBIS_LAYOUTS),
+    "libvorbis": frozenset(VORBIS_LAYOUTS) | {"quad(side)", "5.0(side)", "5.1(side)"},
+}
+# the layout ffmpeg 5.1 guesses for a track whose layout the file does not say (PyAV: "4 channels")
+_GUESSED_LAYOUTS = ("mono", "stereo", "2.1", "4.0", "5.0", "5.1", "6.1", "7.1")
+
+
+def _layout_of(stream: dict) -> str | None:
+    """The channel layout ffmpeg decodes the audio ``stream`` (a :func:`mpr.probe.stream_list` item) with."""
+    name, count = stream.get("channel_layout"), stream.get("channels") or 0
+    if name and not name.endswith(("channels", "channel")) and name != "unknown":
+        return name
+    return _GUESSED_LAYOUTS[count - 1] if 1 <= count <= len(_GUESSED_LAYOUTS) else None
+
+
+def audio_layout_args(src: str | Path, dst: str | Path, preset: Preset, acodec: str | None) -> list[str]:
+    """Per-track arguments that turn each mapped audio track into a layout ``acodec`` takes (usually none).
+
+    Only for an encoder in :data:`LAYOUT_LIMITED_ENCODERS` and a preset that
+    leaves the channel count to the source (``channels`` unset; a set count
+    gets the Vorbis layout in :func:`build_command`). A track whose layout
+    the encoder takes (stereo, 5.1 ...) gets nothing; another up to 8
+    channels gets ``-ch_layout:a:N`` the Vorbis layout with its channel
+    count (4.0 becomes quad, 5.1(side) 5.1: same channel count, ffmpeg
+    mixes each speaker into the nearest ones); more than 8 channels
+    (beyond what Vorbis/Opus order) keep their first 8 as 7.1. The tracks
+    are those :func:`stream_maps` maps, numbered as in the output.
+    """
+    accepted = LAYOUT_LIMITED_ENCODERS.get(acodec or "")
+    if accepted is None or preset.channels:
+        return []
+    from mpr.probe import stream_list
+
+    muxer = _output_muxer(preset, dst)
+    tracks = [s for s in stream_list(src) or [] if s.get("type") == "audio"]
+    if _MUXER_ALIASES.get(muxer, muxer) in _ONE_AUDIO_MUXERS:
+        tracks = tracks[:1]
+    args: list[str] = []
+    for n, stream in enumerate(tracks):
+        count = stream.get("channels") or 0
+        if count > len(VORBIS_LAYOUTS):
+            # no rematrix from an unnamed 9+ channel layout exists in ffmpeg: keep the first 8 channels
+            keep = "|".join(f"c{i}=c{i}" for i in range(len(VORBIS_LAYOUTS)))
+            args += [f"-filter:a:{n}", f"pan={VORBIS_LAYOUTS[-1]}|{keep}"]
+        elif count and _layout_of(stream) not in accepted:
+            args += [f"-ch_layout:a:{n}", VORBIS_LAYOUTS[count - 1]]
+    return args
+
 
 def _subtitle_streams(src: str | Path, muxer: str) -> list[tuple[dict, str]]:
     """The subtitle streams of ``src`` that ``muxer`` can hold, each with its ``-c:s`` encoder.
@@ -382,6 +447,7 @@ def clip_ass(text: str, start: float, end: float | None) -> str:
     Events that end at or before ``start`` or begin at or after ``end`` go;
     one across ``start`` (``end``) is clipped to it; what is left is moved
     ``start`` earlier, so the times count from the trimmed output's start.
+    An event whose times cannot be read (a broken source cue) is dropped.
     """
     lines = text.splitlines()
     fields: list[str] = []
@@ -398,7 +464,10 @@ def clip_ass(text: str, start: float, end: float | None) -> str:
             values = rest.lstrip().split(",", len(fields) - 1)
             if "start" in fields and "end" in fields and len(values) == len(fields):
                 i, j = fields.index("start"), fields.index("end")
-                a, b = _ass_seconds(values[i]), _ass_seconds(values[j])
+                try:
+                    a, b = _ass_seconds(values[i]), _ass_seconds(values[j])
+                except ValueError:
+                    continue  # a cue whose times cannot be read cannot be placed: dropped, not the job
                 if end is not None:
                     b = min(b, end)
                 a = max(a, start)
@@ -484,7 +553,7 @@ def trimmed_subtitle_inputs(
         run(argv)
         for path in files:
             path.write_text(clip_ass(path.read_text(encoding="utf-8"), start or 0.0, end), encoding="utf-8")
-    except (FFmpegError, OSError, UnicodeDecodeError) as exc:
+    except (FFmpegError, OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, an unreadable .ass
         log.warning("trimmed output without subtitles: cannot cut them out of the source: %s", exc)
         _remove_temp_dir(str(folder))
         return [], []
@@ -585,7 +654,9 @@ def build_command(
     :func:`_mp3_copy`). A trimmed FLAC file is the exception to stream copy
     (see :func:`_copy_codec`).
     Which streams go in is :func:`stream_maps`'s choice (all audio tracks,
-    subtitles the container holds, no data or attachment streams).
+    subtitles the container holds, no data or attachment streams); a track
+    whose channel layout the audio encoder refuses is converted to one it
+    takes (see :func:`audio_layout_args`).
     ``video=False``/``audio=False`` drop that stream (the chunker encodes
     them separately); ``subtitles`` is :func:`stream_maps`'s. Progress goes
     to stdout (``-progress pipe:1``).
@@ -653,11 +724,16 @@ def build_command(
         if preset.sample_rate:
             out["ar"] = preset.sample_rate
         if preset.channels:
-            out["ac"] = preset.channels
+            if acodec in LAYOUT_LIMITED_ENCODERS and preset.channels in (3, 4):
+                # -ac's layout for 3/4 channels is 2.1/4.0, which libopus refuses (see VORBIS_LAYOUTS)
+                out["ch_layout"] = VORBIS_LAYOUTS[preset.channels - 1]
+            else:
+                out["ac"] = preset.channels
     out.update(_extra_args(extra, video=vcodec not in (None, "copy")))
     keep_subtitles = subtitles if subtitles is not None else (video and audio)
     trimmed = bool(start) or end is not None
     maps = stream_maps(src, dst, preset, video=video, audio=audio, subtitles=keep_subtitles and not trimmed)
+    maps += audio_layout_args(src, dst, preset, acodec)
     subtitle_inputs: list[str] = []
     if keep_subtitles and trimmed:
         # not the source's own subtitle packets after its -ss (see trimmed_subtitle_inputs)
@@ -915,9 +991,10 @@ def run(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, OWNER_ENV: owner_token()},
+            env={**child_env(), OWNER_ENV: owner_token()},
         )
     except OSError as exc:
+        _remove_temp_inputs(argv)
         raise FFmpegError(f"cannot start ffmpeg ({argv[0]}): {exc.strerror or exc}") from exc
     _lower_priority(proc.pid)
 

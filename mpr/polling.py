@@ -37,7 +37,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["apply_result", "poll_loop", "poll_once", "pollable_executors"]
+__all__ = ["POLL_TIMEOUT", "apply_result", "poll_loop", "poll_once", "pollable_executors"]
+
+POLL_TIMEOUT = 60.0
+"""Seconds one ``poll(job)`` may take; one that hangs longer counts as a failed poll of that job."""
+POLL_BATCH = 8
+"""Jobs polled at once (their results are applied one after the other)."""
+
+_failing: dict[str, str] = {}  # job id -> the error its last poll ended with (logged once, not every pass)
 
 
 def pollable_executors() -> list[str]:
@@ -76,12 +83,16 @@ async def apply_result(job_id: Any, result: PollResult, settings: Settings | Non
     return True
 
 
-async def poll_once(executors: Iterable[str] | None = None, settings: Settings | None = None) -> dict[str, str]:
+async def poll_once(
+    executors: Iterable[str] | None = None, settings: Settings | None = None, *, timeout: float = POLL_TIMEOUT
+) -> dict[str, str]:
     """One pass over the unfinished jobs of ``executors`` (default: every one with ``poll``); ``{job id: state}``.
 
     The state is what ``poll`` said (a PollResult's ``state``, else its value),
     ``"watched"`` for a job its executor follows itself, or ``"error: ..."``
-    when polling it failed (the job is left alone and polled again next pass).
+    when polling it failed, raised anything or took longer than ``timeout``
+    seconds (the job is left alone and polled again next pass; the error is
+    logged once, not on every pass). Jobs are polled :data:`POLL_BATCH` at a time.
     """
     names = pollable_executors() if executors is None else list(executors)
     states: dict[str, str] = {}
@@ -89,22 +100,40 @@ async def poll_once(executors: Iterable[str] | None = None, settings: Settings |
         return states
     unfinished = Q(status=JobStatus.PROCESSING) | Q(status=JobStatus.PENDING, external_id__isnull=False)
     rows = await TranscodeJob.filter(unfinished, executor__in=names).order_by("created_at")
-    for job in rows:
+
+    async def ask(job: TranscodeJob) -> Any:
+        executor = get_executor(job.executor, settings)
+        watching = getattr(executor, "watching", None)
+        if watching is not None and watching(job):
+            return "watched"
         try:
-            executor = get_executor(job.executor, settings)
-            watching = getattr(executor, "watching", None)
-            if watching is not None and watching(job):
-                states[str(job.id)] = "watched"
-                continue
-            result = await executor.poll(job)
-            if isinstance(result, PollResult):
-                await apply_result(job.id, result, settings)
-                states[str(job.id)] = result.state or result.status
-            else:
-                states[str(job.id)] = getattr(result, "value", None) or str(result or "unknown")
-        except MprError as exc:
-            log.warning("job %s: polling %s failed: %s", job.id, job.executor, exc)
-            states[str(job.id)] = f"error: {exc}"
+            return await asyncio.wait_for(executor.poll(job), timeout)
+        except TimeoutError:
+            raise MprError(f"the executor did not answer within {timeout:g}s") from None
+
+    for first in range(0, len(rows), POLL_BATCH):
+        batch = rows[first : first + POLL_BATCH]
+        answers = await asyncio.gather(*(ask(job) for job in batch), return_exceptions=True)
+        for job, result in zip(batch, answers, strict=True):
+            key = str(job.id)
+            try:
+                if isinstance(result, BaseException):
+                    raise result  # an Exception is caught below; a CancelledError goes on
+                if isinstance(result, PollResult):
+                    await apply_result(job.id, result, settings)
+                    states[key] = result.state or result.status
+                else:
+                    states[key] = getattr(result, "value", None) or str(result or "unknown")
+                if _failing.pop(key, None) is not None:
+                    log.info("job %s: polling %s works again", job.id, job.executor)
+            except Exception as exc:
+                text = str(exc) if isinstance(exc, MprError) else f"{type(exc).__name__}: {exc}"
+                if _failing.get(key) != text:
+                    log.warning("job %s: polling %s failed: %s", job.id, job.executor, text)
+                _failing[key] = text
+                states[key] = f"error: {text}"
+    for key in set(_failing) - {str(job.id) for job in rows}:
+        del _failing[key]  # finished (or deleted) meanwhile
     return states
 
 
@@ -117,12 +146,20 @@ async def poll_loop(interval: float, settings: Settings | None = None) -> None:
     if not names:
         return
     log.info("polling jobs of executor(s) %s every %gs (MPR_POLL_INTERVAL)", ", ".join(names), interval)
+    failing = 0  # passes failed in a row: the first is logged with its traceback, the others at debug level
     while True:
         await asyncio.sleep(interval)
         try:
             changed = await poll_once(names, settings)
-        except Exception:
-            log.exception("poll pass failed; trying again in %gs", interval)
+        except Exception as exc:
+            failing += 1
+            if failing == 1:
+                log.exception("poll pass failed; trying again every %gs", interval)
+            else:
+                log.debug("poll pass failed again (%d in a row): %s", failing, exc)
             continue
+        if failing:
+            log.info("poll pass works again after %d failed pass(es)", failing)
+            failing = 0
         if changed:
             log.debug("polled: %s", changed)

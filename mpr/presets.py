@@ -84,11 +84,13 @@ VIDEO_CODECS: dict[str, tuple[int, int] | None] = {
 }
 AUDIO_CODECS = ("aac", "libmp3lame", "libopus", "libvorbis", "flac", "alac", "pcm_s16le", "ac3")
 
-# container -> (allowed video codecs, allowed audio codecs); "copy" is checked separately
+# container -> (allowed video codecs, allowed audio codecs); "copy" is checked separately. Every pair
+# is encoded by tests/test_preset_pairs.py. No flac in mp4: ffmpeg 5.1's mp4 muxer calls it experimental
+# and refuses it without -strict experimental, and few players read it (mkv, flac, ogg hold FLAC).
 CONTAINER_CODECS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "mp4": (
         frozenset({"libx264", "libx265", "libsvtav1", "libaom-av1", "libvpx-vp9", "mpeg4"}),
-        frozenset({"aac", "libmp3lame", "libopus", "flac", "alac", "ac3"}),
+        frozenset({"aac", "libmp3lame", "libopus", "alac", "ac3"}),
     ),
     "mov": (
         frozenset({"libx264", "libx265", "mpeg4"}),
@@ -112,6 +114,12 @@ NUMERIC_SPEEDS = {"libvpx-vp9": (0, 8), "libvpx": (0, 8), "libsvtav1": (0, 13), 
 # and phones cannot play: a preset using one gets pix_fmt yuv420p unless it sets another itself.
 DEFAULT_YUV420P_CODECS = frozenset({"libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1"})
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+# audio encoder -> (most channels, the SAMPLE_RATES it encodes) where ffmpeg 5.1's encoder refuses others
+AUDIO_LIMITS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "libopus": (8, (8000, 16000, 24000, 48000)),
+    "libmp3lame": (2, tuple(r for r in SAMPLE_RATES if r <= 48000)),
+    "ac3": (6, (32000, 44100, 48000)),
+}
 
 _BITRATE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[kKmM]?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,127}$")
@@ -303,6 +311,12 @@ def validate_preset(data: dict[str, Any] | Preset, *, encoders: frozenset[str] |
         for fname, value in (("audio_bitrate", audio_bitrate), ("sample_rate", sample_rate), ("channels", channels)):
             if value is not None:
                 raise _fail(fname, "only applies when encoding audio (audio_codec is copy or none)")
+    limits = AUDIO_LIMITS.get(audio_codec or "")
+    if limits and channels is not None and channels > limits[0]:
+        raise _fail("channels", f"{audio_codec} encodes at most {limits[0]} channels, got {channels}")
+    if limits and sample_rate is not None and sample_rate not in limits[1]:
+        rates = ", ".join(map(str, limits[1]))
+        raise _fail("sample_rate", f"{audio_codec} encodes only {rates} Hz, got {sample_rate}")
 
     extra_raw = data.get("extra") or {}
     if not isinstance(extra_raw, dict):

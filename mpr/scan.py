@@ -163,11 +163,12 @@ async def scan(
     storage = media_in(settings)
     listed_at = now()
     objects = await asyncio.to_thread(lambda: [o for o in storage.list() if is_media(o.key)])
-    known = dict(await MediaAsset.all().values_list("path", "size"))
-    probed = set(
-        await MediaAsset.filter(status__in=[AssetStatus.ERROR, AssetStatus.READY]).values_list("path", flat=True)
-    )
-    missing = set(await MediaAsset.filter(status=AssetStatus.MISSING).values_list("path", flat=True))
+    # one query, one snapshot: an asset registered meanwhile (an upload) is in all three or in none
+    rows = await MediaAsset.all().values_list("path", "size", "status")
+    known = {path: size for path, size, _ in rows}
+    probed = {path for path, _, status in rows if status in (AssetStatus.ERROR, AssetStatus.READY)}
+    missing = {path for path, _, status in rows if status == AssetStatus.MISSING}
+    del rows
     result = ScanResult(found=len(objects))
     for obj in objects:
         changed = obj.key in missing or (obj.key in probed and obj.size != known[obj.key]) or obj.key not in known

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import posixpath
 import re
 import shutil
@@ -399,6 +400,13 @@ async def delete_job(job_id: str | uuid.UUID, *, delete_output: bool = False) ->
     if delete_output:
         # safe_key refuses a stored path that would leave MEDIA_OUT; the backend checks symlinks too
         key = safe_key(job.output_path)
+        if job.status is not JobStatus.COMPLETED and (source := await asyncio.to_thread(_source_at, key)):
+            # a job that never completed wrote nothing there: with MEDIA_OUT overlapping MEDIA_IN, the
+            # file under its reserved name can be a source uploaded or scanned meanwhile
+            raise ValidationError(
+                f"{key} in MEDIA_OUT is {source} in MEDIA_IN, not this {job.status.value} "
+                "job's output; it is not deleted (delete the job without its output)"
+            )
         await asyncio.to_thread(media_out().delete, key)
     await _discard_work(job)
     async with in_transaction():
@@ -407,6 +415,20 @@ async def delete_job(job_id: str | uuid.UUID, *, delete_output: bool = False) ->
         if not deleted:
             raise InvalidTransition(f"job {job.id} changed meanwhile (retried?); try again")
         await JobChunk.filter(job_id=job.id).delete()
+
+
+def _source_at(out_key: str) -> str | None:
+    """The MEDIA_IN key of the existing file MEDIA_OUT ``out_key`` names, when the local roots overlap."""
+    from mpr.local_storage import LocalStorage
+
+    source, out = media_in(), media_out()
+    if not isinstance(source, LocalStorage) or not isinstance(out, LocalStorage):
+        return None
+    real_in = os.path.realpath(source.base)
+    real = os.path.realpath(out.base / out_key)
+    if os.path.commonpath([real_in, real]) != real_in:
+        return None
+    return os.path.relpath(real, real_in).replace(os.sep, "/") if os.path.isfile(real) else None
 
 
 async def _discard_work(job: TranscodeJob) -> None:

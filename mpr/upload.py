@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import posixpath
 import tempfile
+import time
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from mpr.errors import ValidationError
-from mpr.local_storage import TMP_PREFIX
-from mpr.models import MediaAsset
+from mpr.errors import MprError, ValidationError
+from mpr.local_storage import TMP_PREFIX, LocalStorage
+from mpr.models import MediaAsset, TranscodeJob
 from mpr.scan import MEDIA_EXTENSIONS, is_media, register
-from mpr.storage import Storage, media_in, safe_key
+from mpr.storage import Storage, media_in, media_out, safe_key
 
 if TYPE_CHECKING:
     from mpr.settings import Settings
@@ -44,6 +47,14 @@ MAX_NAME_TRIES = 1000
 # sends its whole body before reading the answer, and a connection closed on unread bytes is reset, so
 # a body a little over the limit gets a clean 413 rather than a broken connection.
 DRAIN_BYTES = 1024 * 1024
+# An upload's temp file: its own prefix (skipped by listings like every TMP_PREFIX file), so the start-up
+# cleanup removes only these; the uploading process holds an flock on it while the body arrives.
+UPLOAD_TMP_PREFIX = TMP_PREFIX + "upload-"
+STALE_UPLOAD_SECONDS = 60.0  # an unlocked upload temp file at least this old is left by a crash
+MAX_NAME_BYTES = 200  # UTF-8 bytes of one folder or file name (255 is the usual limit; room for " (999)")
+MAX_KEY_CHARS = 1000  # the whole key (an asset's path column holds 1024)
+# control, format (bidi overrides, zero-width) and surrogate characters: invisible or misleading in a name
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 
 
 class UploadTooLarge(ValidationError):
@@ -51,8 +62,19 @@ class UploadTooLarge(ValidationError):
 
 
 def check_name(name: str) -> str:
-    """The MEDIA_IN key for an upload named ``name``; StorageError if it escapes, ValidationError if not media."""
-    key = safe_key(name)
+    """The MEDIA_IN key for an upload named ``name``; StorageError if it escapes, ValidationError if not media.
+
+    The name is NFC-normalised; control, format and surrogate characters, a folder or file name over
+    MAX_NAME_BYTES bytes and a key over MAX_KEY_CHARS are refused (the filesystem would fail later).
+    """
+    key = safe_key(unicodedata.normalize("NFC", name) if isinstance(name, str) else name)
+    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in key):
+        raise ValidationError(f"{key!r} holds control or invisible characters; rename the file")
+    if len(key) > MAX_KEY_CHARS or any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in key.split("/")):
+        raise ValidationError(
+            f"the name is too long: at most {MAX_NAME_BYTES} bytes per folder or file name, "
+            f"{MAX_KEY_CHARS} characters in all"
+        )
     if not is_media(key) or posixpath.basename(key).startswith(TMP_PREFIX):
         raise ValidationError(
             f"{posixpath.basename(key)!r} is not a supported media file "
@@ -97,14 +119,28 @@ async def _receive(chunks: AsyncIterator[bytes], out: BinaryIO, limit: int) -> i
     return total
 
 
-async def _name_taken(key: str) -> bool:
-    return await MediaAsset.filter(path=key).exists()
+async def _name_taken(key: str, settings: Settings) -> bool:
+    """An asset holds ``key``, or (MEDIA_OUT overlapping MEDIA_IN) a job will write its output there."""
+    if await MediaAsset.filter(path=key).exists():
+        return True
+    out_key = _media_out_key(key, settings)
+    return out_key is not None and await TranscodeJob.filter(output_path=out_key).exists()
 
 
-async def _place_local(storage: Storage, key: str, tmp: Path) -> str:
+def _media_out_key(key: str, settings: Settings) -> str | None:
+    """The MEDIA_OUT key of the file MEDIA_IN ``key`` names, when both are local and the roots overlap."""
+    source, out = media_in(settings), media_out(settings)
+    if not isinstance(source, LocalStorage) or not isinstance(out, LocalStorage):
+        return None
+    real_out = Path(os.path.realpath(out.base))
+    real = Path(os.path.realpath(source.base / key))
+    return real.relative_to(real_out).as_posix() if real.is_relative_to(real_out) else None
+
+
+async def _place_local(storage: Storage, key: str, tmp: Path, settings: Settings) -> str:
     """Hard-link ``tmp`` to the first free candidate name; the key it got."""
     for candidate in candidates(key):
-        if await _name_taken(candidate):
+        if await _name_taken(candidate, settings):
             continue
         target = storage.local_path(candidate)
         try:
@@ -120,10 +156,10 @@ async def _place_local(storage: Storage, key: str, tmp: Path) -> str:
     raise ValidationError(f"no free name for {key!r} in MEDIA_IN: rename the file")
 
 
-async def _place_remote(storage: Storage, key: str, tmp: Path) -> str:
+async def _place_remote(storage: Storage, key: str, tmp: Path, settings: Settings) -> str:
     """Store ``tmp`` under the first candidate name that neither exists nor belongs to an asset."""
     for candidate in candidates(key):
-        if await _name_taken(candidate) or await asyncio.to_thread(storage.exists, candidate):
+        if await _name_taken(candidate, settings) or await asyncio.to_thread(storage.exists, candidate):
             continue
         await asyncio.to_thread(storage.put, candidate, tmp)
         return candidate
@@ -160,19 +196,64 @@ async def upload(
     else:
         folder = settings.var_path / "uploads"
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=UPLOAD_TMP_PREFIX, dir=folder)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # "in use" for remove_stale_uploads; gone with the process
             size = await _receive(chunks, out, limit)
-        os.chmod(tmp, 0o644)
-        if local is not None:
-            stored = await _place_local(storage, key, tmp)
-        else:
-            stored = await _place_remote(storage, key, tmp)
+            os.chmod(tmp, 0o644)
+            if local is not None:
+                stored = await _place_local(storage, key, tmp, settings)
+            else:
+                stored = await _place_remote(storage, key, tmp, settings)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
     log.info("upload: %s stored in MEDIA_IN (%d bytes)", stored, size)
     asset, _created = await register(stored, size=size, settings=settings)
     return asset, stored != key
+
+
+def remove_stale_uploads(settings: Settings, *, older_than: float = STALE_UPLOAD_SECONDS) -> list[Path]:
+    """Remove the upload temp files a crashed or killed server left behind; the paths removed.
+
+    Looks in ``MPR_VAR_DIR/uploads`` and (local MEDIA_IN) every folder of MEDIA_IN, without following
+    symlinks. A file some process still writes (it holds the file's flock) or that is younger than
+    ``older_than`` seconds is kept. Run at start-up by ``mpr serve`` (one process of several).
+    """
+    folders: list[Path] = [settings.var_path / "uploads"]
+    with contextlib.suppress(MprError):
+        source = media_in(settings)
+        if isinstance(source, LocalStorage):
+            folders.append(source.base)
+    removed: list[Path] = []
+    now = time.time()
+    for top in folders:
+        for dirpath, _dirs, files in os.walk(top, followlinks=False):
+            for name in files:
+                if name.startswith(UPLOAD_TMP_PREFIX) and _remove_if_stale(Path(dirpath) / name, now - older_than):
+                    removed.append(Path(dirpath) / name)
+    if removed:
+        log.info("removed %d upload temp file(s) left by an interrupted upload", len(removed))
+    return removed
+
+
+def _remove_if_stale(path: Path, before: float) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_mtime > before:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # an upload in progress holds it
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)

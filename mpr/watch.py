@@ -93,6 +93,19 @@ class ScanLease:
             raise
         return fd
 
+    async def keep(self) -> None:
+        """Renew a Redis lease every third of its ttl until cancelled: a pass may outlast the ttl
+        (thousands of new files to probe) and the lease must not lapse under it. An flock needs nothing."""
+        if not self.redis_url:
+            return
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            try:
+                if not await self.take():
+                    log.warning("the scan lease was taken over during a pass (MEDIA_IN may be scanned twice)")
+            except Exception as exc:  # Redis unreachable: the pass goes on, the next take() tells
+                log.debug("cannot renew the scan lease: %s", exc)
+
     async def give_back(self) -> None:
         """Release the lease (if held) so another process can take it at once."""
         if self._redis is not None:
@@ -111,13 +124,16 @@ async def scan_loop(interval: float, settings: Settings) -> None:
     """Scan MEDIA_IN every ``interval`` seconds while holding the scan lease, until cancelled.
 
     The first pass runs one interval after start-up. A failing pass (storage or
-    database unreachable) is logged and the loop goes on.
+    database unreachable) is logged and the loop goes on: the first failure of
+    a run of them with its traceback, the others at debug level, and once
+    when a pass works again. The lease is renewed while a pass runs.
     """
     from mpr.scan import scan
 
     lease = ScanLease(settings, ttl=2 * interval + 60)
     looks: dict[str, tuple[int, float]] = {}
     leading = False
+    failing = 0  # passes failed in a row
     log.info("watching MEDIA_IN (%s): a scan every %gs (MPR_SCAN_INTERVAL)", settings.media_in, interval)
     try:
         while True:
@@ -131,12 +147,24 @@ async def scan_loop(interval: float, settings: Settings) -> None:
                 if not leading:
                     log.info("this process scans MEDIA_IN (the scan lease is ours)")
                     leading = True
-                result = await scan(settings, previous_looks=looks)
+                keeping = asyncio.create_task(lease.keep(), name="mpr-scan-lease")
+                try:
+                    result = await scan(settings, previous_looks=looks)
+                finally:
+                    keeping.cancel()
+                    await asyncio.gather(keeping, return_exceptions=True)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("watch-folder scan failed; trying again in %gs", interval)
+            except Exception as exc:
+                failing += 1
+                if failing == 1:
+                    log.exception("watch-folder scan failed; trying again every %gs", interval)
+                else:
+                    log.debug("watch-folder scan failed again (%d in a row): %s", failing, exc)
                 continue
+            if failing:
+                log.info("watch-folder scan works again after %d failed pass(es)", failing)
+                failing = 0
             looks = result.looks
             if result.registered or result.updated or result.restored:
                 log.info(

@@ -207,3 +207,23 @@ def test_ffmpeg_runs_at_a_lower_priority_so_the_api_stays_responsive(tmp_path, m
         ffmpeg.run(list(argv), cancel=threading.Event())
         assert seen["nice"] == expected
     get_settings.cache_clear()
+
+
+def test_ffmpeg_runs_without_the_secrets_in_its_environment(tmp_path, monkeypatch):
+    """ffmpeg (and a wrapper script in its place) never sees MPR's token, passwords or cloud credentials."""
+    secrets = {
+        "MPR_API_TOKEN": "tok",
+        "MPR_ADMIN_PASSWORD": "pw",
+        "MPR_CALLBACK_SECRET": "cb",
+        "AWS_SECRET_ACCESS_KEY": "aws",
+        "AWS_SESSION_TOKEN": "sess",
+        "AWS_ACCESS_KEY_ID": "AKIA",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MPR_LOG_LEVEL", "INFO")
+    dump = tmp_path / "env.txt"
+    ffmpeg.run(["/bin/sh", "-c", 'env > "$0"', str(dump)])  # any program: run() starts argv as given
+    seen = dict(line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    assert not set(secrets) & set(seen), sorted(set(secrets) & set(seen))
+    assert seen["MPR_LOG_LEVEL"] == "INFO" and seen[ffmpeg.OWNER_ENV] == ffmpeg.owner_token()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import tempfile
 from pathlib import Path
 
 import av
@@ -153,9 +152,18 @@ def subtitled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_subtitled(tmp_path_factory.mktemp("trimsubs"))
 
 
+def cut_subtitle_folders(argv: list[str]) -> set[Path]:
+    """The temp folders of cut subtitles a command reads (``file:<tmp>/mpr-subs-…/N.ass`` inputs)."""
+    return {Path(a.removeprefix("file:")).parent for a in argv if "mpr-subs-" in a}
+
+
 def with_and_without_subtitles(src: Path, base: Path, ext: str, preset: Preset, start, end) -> tuple[Path, Path]:
     kept, dropped = base / f"kept.{ext}", base / f"dropped.{ext}"
-    ffmpeg.run(ffmpeg.build_command(src, kept, preset, start=start, end=end))
+    argv = ffmpeg.build_command(src, kept, preset, start=start, end=end)
+    folders = cut_subtitle_folders(argv)
+    assert folders and all(f.is_dir() for f in folders)
+    ffmpeg.run(argv)
+    assert not any(f.exists() for f in folders)  # run() removed the cut subtitles
     ffmpeg.run(ffmpeg.build_command(src, dropped, preset, start=start, end=end, subtitles=False))
     return kept, dropped
 
@@ -178,7 +186,6 @@ def test_trimmed_transcode_keeps_clipped_cues_without_moving_video_or_audio(
         assert subtitle_tags(kept) == subtitle_tags(untrimmed)
         (language, title, forced), *_ = subtitle_tags(kept)
         assert language in ("fra", "fre") and forced and title == (None if container == "mp4" else "French")
-    assert not list(Path(tempfile.gettempdir()).glob("mpr-subs-*/*.ass"))  # run() removed the cut subtitles
 
 
 def ffmpeg_untrimmed(src: Path, out: Path, preset: Preset) -> Path:
@@ -234,3 +241,39 @@ def test_clip_ass_drops_cues_outside_the_trim_and_clips_those_across_it() -> Non
     assert [line for line in ffmpeg.clip_ass(text, 0.0, None).splitlines() if "Late" in line] == [
         "Dialogue: 0,0:01:03.60,0:01:04.00,Default,,0,0,0,,Late"
     ]
+
+
+BROKEN_ASS = (
+    "[Script Info]\nScriptType: v4.00+\n\n[V4+ Styles]\nFormat: Name, Fontname, Fontsize\nStyle: Default,Arial,20\n\n"
+    "[Events]\nFormat: Layer, Start, End, Style, Text\n"
+    "Dialogue: 0,0:00:00.20,0:00:01.00,Default,hello\n"
+    "Dialogue: 0,garbage,0:00:01.50,Default,broken timing\n"
+    "Dialogue: 0,0:00:01.20,0:00:01.80,Default,after\n"
+)
+
+
+def test_a_trimmed_job_whose_subtitle_has_a_broken_cue_still_succeeds(tmp_path) -> None:
+    # ffmpeg carries a cue with unreadable times through to the cut-out .ass file: clip_ass must drop
+    # that cue, not fail the job
+    (tmp_path / "bad.ass").write_text(BROKEN_ASS)
+    src = tmp_path / "bad-subs.mkv"
+    _run(
+        [
+            *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=2"),
+            *("-f", "lavfi", "-i", "sine=duration=2", "-i", str(tmp_path / "bad.ass")),
+            *("-map", "0", "-map", "1", "-map", "2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"),
+            *("-c:s", "ass", str(src)),
+        ]
+    )
+    out = transcode(src, tmp_path / "o.mp4", FAST_MP4, start=0.5, end=1.9)
+    assert [t for t, _ in out] == ["video", "audio", "subtitle"]
+    assert [line for line in ffmpeg.clip_ass(BROKEN_ASS, 0.0, None).splitlines() if "broken" in line] == []
+
+
+def test_run_removes_the_subtitle_folder_even_when_ffmpeg_cannot_start(subtitled, tmp_path) -> None:
+    argv = ffmpeg.build_command(subtitled, tmp_path / "o.mkv", FAST_MKV, start=1.0, end=2.0)
+    folders = [Path(a[len("file:") :]).parent for a in argv if a.startswith("file:") and a.endswith(".ass")]
+    assert folders and all(f.is_dir() for f in folders)
+    with pytest.raises(ffmpeg.FFmpegError, match="cannot start ffmpeg"):
+        ffmpeg.run([str(tmp_path / "no-such-ffmpeg"), *argv[1:]])
+    assert not any(f.exists() for f in folders)

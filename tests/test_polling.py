@@ -13,7 +13,7 @@ from mpr.errors import ConfigError
 from mpr.executors import PollResult
 from mpr.models import AssetKind, JobStatus, MediaAsset, TranscodeJob
 from mpr.plugins import register_plugin, unregister_plugin
-from mpr.polling import apply_result, poll_loop, pollable_executors
+from mpr.polling import apply_result, poll_loop, poll_once, pollable_executors
 from mpr.settings import Settings
 from testkit import make_clip
 
@@ -38,6 +38,10 @@ class PollOnlyExecutor:
 
     async def poll(self, job: TranscodeJob) -> PollResult:
         POLLED.append(str(job.id))
+        if job.external_id == "run-broken":  # a bug in the executor (or an SDK error that is no MprError)
+            raise KeyError("ExecutionArn")
+        if job.external_id == "run-hung":  # a remote service that never answers
+            await asyncio.Event().wait()
         return REMOTE.get(job.external_id or "", PollResult("running", state="QUEUED"))
 
 
@@ -133,3 +137,18 @@ def test_poll_interval_setting() -> None:
         Settings.from_env({"MPR_POLL_INTERVAL": "soon"})
     with pytest.raises(ConfigError, match="MPR_POLL_INTERVAL"):
         Settings.from_env({"MPR_POLL_INTERVAL": "0.01"})
+
+
+async def test_a_poll_that_raises_or_hangs_does_not_stop_the_other_jobs(pollonly, media) -> None:
+    broken = await make_job("broken", JobStatus.PROCESSING, "run-broken")
+    hung = await make_job("hung", JobStatus.PROCESSING, "run-hung")
+    done = await make_job("done", JobStatus.PROCESSING, "run-done")
+    make_clip(media["out"] / done.output_path, seconds=1.0)
+    REMOTE["run-done"] = PollResult("completed", state="DONE")
+    states = await asyncio.wait_for(poll_once(["pollonly"], timeout=0.5), 120)
+    assert states[str(broken.id)].startswith("error: ") and "ExecutionArn" in states[str(broken.id)]
+    assert states[str(hung.id)].startswith("error: ") and "did not answer" in states[str(hung.id)]
+    assert states[str(done.id)] == "DONE"
+    assert (await TranscodeJob.get(id=done.id)).status == JobStatus.COMPLETED
+    for job in (broken, hung):  # left alone, polled again next pass
+        assert (await TranscodeJob.get(id=job.id)).status == JobStatus.PROCESSING

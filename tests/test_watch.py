@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import shutil
+import time
+
 import pytest
+from tortoise import Tortoise
 
 from mpr.models import AssetStatus, MediaAsset
 from mpr.scan import scan
 from mpr.settings import get_settings
-from mpr.watch import LEASE_KEY, ScanLease
+from mpr.watch import LEASE_KEY, ScanLease, scan_loop
 
 
 async def test_a_growing_file_waits_until_it_looked_the_same_twice(db, media, clips):
@@ -97,3 +103,59 @@ def test_scan_interval_and_upload_limit_settings():
     for env in ({"MPR_SCAN_INTERVAL": "-1"}, {"MPR_SCAN_INTERVAL": "0.01"}, {"MPR_UPLOAD_MAX_BYTES": "0"}):
         with pytest.raises(ConfigError, match=next(iter(env))):
             Settings.from_env(env)
+
+
+async def _until(condition, deadline: float = 60.0) -> None:
+    give_up = time.monotonic() + deadline
+    while not await condition():
+        assert time.monotonic() < give_up, "condition never met"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_watch_loop_survives_failing_passes_and_logs_them_once(sqlite_db, media, clips, caplog):
+    connection = Tortoise.get_connection("default")
+    await connection.execute_script("ALTER TABLE mpr_media_asset RENAME TO mpr_media_asset_away")  # DB errors
+    caplog.set_level(logging.DEBUG, logger="mpr.watch")
+    task = asyncio.create_task(scan_loop(0.05, get_settings()))
+    try:
+
+        async def failed_a_few_times() -> bool:
+            return sum("failed again" in r.getMessage() for r in caplog.records) >= 3
+
+        await _until(failed_a_few_times)
+        await connection.execute_script("ALTER TABLE mpr_media_asset_away RENAME TO mpr_media_asset")
+        shutil.copy(clips["video"], media["in"] / "late.mp4")
+
+        async def registered() -> bool:
+            return await MediaAsset.filter(path="late.mp4", status=AssetStatus.READY).exists()
+
+        await _until(registered)  # the loop went on after the failures
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is not None  # once, with the traceback
+    assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_redis_lease_is_renewed_while_a_long_pass_runs(media, redis_url, monkeypatch):
+    import redis.asyncio as aioredis
+
+    monkeypatch.setenv("MPR_REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    settings = get_settings()
+    client = aioredis.from_url(redis_url)
+    await client.delete(LEASE_KEY)
+    holder, other = ScanLease(settings, ttl=1), ScanLease(settings, ttl=1)
+    try:
+        assert await holder.take() is True
+        keeping = asyncio.create_task(holder.keep())
+        await asyncio.sleep(2.5)  # a pass longer than the ttl
+        assert await other.take() is False  # renewed meanwhile: still the holder's
+        keeping.cancel()
+        await asyncio.gather(keeping, return_exceptions=True)
+        assert await client.get(LEASE_KEY) == holder.token.encode()
+    finally:
+        await holder.give_back()
+        await other.give_back()
+        await client.aclose()

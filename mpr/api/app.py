@@ -147,6 +147,10 @@ def _lifespan(settings: Settings, *, worker: bool, grpc: bool, loops: bool):
                 log.info("presets synced: %s", result)
             if grpc:
                 handles["grpc"] = await _start_grpc(settings)
+            if loops:  # temp files of uploads a crash interrupted (in a thread: it walks MEDIA_IN)
+                from mpr.upload import remove_stale_uploads
+
+                handles["uploads"] = asyncio.create_task(asyncio.to_thread(remove_stale_uploads, settings))
             if loops and settings.poll_interval:  # one process of several runs the loops (mpr serve --processes)
                 from mpr.polling import poll_loop
 

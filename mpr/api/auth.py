@@ -42,7 +42,10 @@ def token_ok(settings: Settings, token: str | None) -> bool:
     """True when no API token is configured, or ``token`` equals it (constant-time)."""
     if not settings.api_token:
         return True
-    return token is not None and hmac.compare_digest(token.encode(), settings.api_token.encode())
+    if not isinstance(token, str):
+        return False
+    # surrogatepass: a lone surrogate (JSON allows "\ud800" in graphql-ws connection params) is just wrong
+    return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), settings.api_token.encode())
 
 
 def reads_need_token(settings: Settings) -> bool:

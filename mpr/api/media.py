@@ -41,7 +41,25 @@ from mpr.storage import Storage, media_in, media_out, safe_key
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-THUMB_WIDTHS = (16, 1920)
+# A thumbnail's width is rounded up to one of these, its time to one of THUMB_TIMES + 1 points of the
+# asset (and to 0.1 s): each pair is an ffmpeg run and a cached file, so a client (or one signed URL, whose
+# t and w are free) can make at most len(THUMB_WIDTHS) * (THUMB_TIMES + 1) of them per asset.
+THUMB_WIDTHS = (80, 160, 320, 480, 640, 960, 1280, 1920)
+THUMB_TIMES = 200
+THUMB_RUNS = 2  # thumbnails made at once per API process; more requests wait their turn
+
+
+def thumb_width(w: int) -> int:
+    """The smallest of THUMB_WIDTHS at least ``w`` wide (the largest for anything wider)."""
+    return next((width for width in THUMB_WIDTHS if width >= w), THUMB_WIDTHS[-1])
+
+
+def thumb_time(t: float | None, duration: float) -> float:
+    """``t`` (default 10 % in) clamped to the asset and rounded to its time grid: one of THUMB_TIMES + 1 points."""
+    at = duration * 0.1 if t is None else t
+    at = max(0.0, min(at, max(0.0, duration - 0.1)))  # NaN goes to 0.0
+    step = max(0.1, duration / THUMB_TIMES)
+    return round(min(round(at / step) * step, max(0.0, duration - 0.1)), 1)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -225,6 +243,14 @@ def _thumbnail(asset_path: str, at: float, width: int, target: Path, settings: S
             tmp.unlink(missing_ok=True)
 
 
+def _thumb_slots(request: Request) -> asyncio.Semaphore:
+    """The app's THUMB_RUNS slots for making thumbnails (made on first use, on the app's loop)."""
+    state = request.app.state
+    if getattr(state, "thumb_slots", None) is None:
+        state.thumb_slots = asyncio.Semaphore(THUMB_RUNS)
+    return state.thumb_slots
+
+
 @route("/api/assets/{asset_id:str}/thumbnail", http_method=GET_HEAD, include_in_schema=False)
 async def thumbnail(
     request: Request, asset_id: FromPath[str], t: FromQuery[float | None] = None, w: FromQuery[int] = 320
@@ -246,16 +272,15 @@ async def thumbnail(
         return _plain(404, f"asset {asset_id} does not exist", head=head)
     if asset.kind != AssetKind.VIDEO:
         return _plain(404, "audio assets have no thumbnail", head=head)
-    duration = asset.duration or 0.0
-    at = duration * 0.1 if t is None else t
-    at = round(max(0.0, min(at, max(0.0, duration - 0.1))), 1)
-    width = max(THUMB_WIDTHS[0], min(int(w), THUMB_WIDTHS[1]))
-    width -= width % 2
+    at = thumb_time(t, asset.duration or 0.0)
+    width = thumb_width(w)
     target = settings.var_path / "thumbs" / str(aid) / f"{at:.1f}_{width}.jpg"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await asyncio.to_thread(_thumbnail, asset.path, at, width, target, settings)
+            async with _thumb_slots(request):
+                if not target.exists():  # made by a request that held the slot before this one
+                    await asyncio.to_thread(_thumbnail, asset.path, at, width, target, settings)
         except NotFound as exc:
             return _plain(404, str(exc), head=head)
         except MprError as exc:

@@ -68,6 +68,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def inherited_socket(fd: int) -> socket.socket:
+    """The listening socket a child got from :func:`supervise` as ``fd``, no longer inheritable.
+
+    ``pass_fds`` hands it over inheritable; left so, every program this process starts without
+    ``close_fds`` (a plugin's helper, ``os.system``) would hold the port open after MPR stops.
+    """
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    return sock
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Have the kernel SIGTERM this process when ``parent_pid`` (the supervising ``mpr serve``) dies."""
     if sys.platform.startswith("linux"):

@@ -70,11 +70,10 @@ def serve(
     (one of the processes of ``mpr serve --processes N``, see :mod:`mpr.api.processes`);
     ``loops``: run the poll loop and the watch-folder scan here.
     """
-    import socket
-
     import uvicorn
 
     from mpr.api.app import create_app
+    from mpr.api.processes import inherited_socket
 
     settings = settings or get_settings()
     host = host or settings.host
@@ -96,7 +95,7 @@ def serve(
     )
     server = uvicorn.Server(config)
     try:
-        server.run(sockets=None if fd is None else [socket.socket(fileno=fd)])
+        server.run(sockets=None if fd is None else [inherited_socket(fd)])
     except KeyboardInterrupt:
         pass
     if not server.started:

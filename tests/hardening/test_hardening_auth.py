@@ -76,6 +76,8 @@ async def test_every_admin_page_and_form_needs_a_session_and_every_form_needs_cs
         f"/admin/presets/{preset.id}/delete": {},
         f"/admin/jobs/{job.id}/retry": {},
         f"/admin/jobs/{job.id}/cancel": {},
+        f"/admin/jobs/{job.id}/delete": {"delete_output": "1"},
+        f"/admin/presets/{preset.id}/reset": {},
     }
     db_file = media["var"] / "mpr.db"
     before = db_digest(db_file)

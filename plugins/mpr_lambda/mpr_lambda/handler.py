@@ -29,6 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -463,7 +464,9 @@ def post_callback(
     ls = ls or LambdaSettings.from_env()
     if not url.startswith(("http://", "https://")):
         raise CallbackRejected(f"callback URL must be http(s), got {url!r}")
-    data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+    # a nonce: a retried step (or a retried job's Plan) sending the same body within the same second is a
+    # new delivery for MPR to apply idempotently, not a replay of the earlier signature it must refuse
+    data = json.dumps({**body, "nonce": uuid.uuid4().hex}, separators=(",", ":"), sort_keys=True).encode()
     headers = callbacks.sign_headers(data, callback_secret(ls))
     request = urllib.request.Request(url, data=data, headers=headers, method="POST")
     try:

@@ -154,6 +154,7 @@ def test_callbacks_are_signed_and_carry_status_output_and_error(monkeypatch) -> 
         handler.failure({"job": job, "error": {"Error": "StepFailed", "Cause": cause}, "execution": "e"})
         done, failed = _Receiver.received[-2:]
         assert done["status"] == "completed" and done["output_key"] == "a.mp4" and done["metrics"]["chunks"] == 3
+        assert len(failed.pop("nonce")) == 32 and done["nonce"] != failed.get("nonce")  # each delivery signed anew
         assert failed == {
             "job_id": "j1",
             "status": "failed",

@@ -280,6 +280,20 @@ async def test_progress_reports_never_fail_the_encode(stack, asl, monkeypatch, c
     assert await asyncio.to_thread(handler.report, data, {"type": "plan", "chunks": PLAN3}) is True  # the control
 
 
+async def test_the_same_report_sent_twice_in_one_second_is_not_a_replay(stack) -> None:
+    """A retried step (or a retried job's Plan) sends the same body again: signed anew, applied idempotently."""
+    from mpr_lambda import handler
+
+    job, data = await submit(stack)
+    plan = {"type": "plan", "chunks": PLAN3}
+    results = [await asyncio.to_thread(handler.report, data, plan) for _ in range(3)]
+    assert results == [True, True, True]  # none refused as a replay (401), whatever the clock did
+    assert await JobChunk.filter(job_id=job["id"]).count() == 3  # and the plan applied once
+    done = {"type": "done", "index": 0, "worker": "w", "attempt": 1}
+    assert [await asyncio.to_thread(handler.report, data, done) for _ in range(2)] == [True, True]
+    assert (await JobChunk.get(job_id=job["id"], index=0)).status == ChunkStatus.DONE
+
+
 async def test_reports_can_be_turned_off(stack, asl, monkeypatch) -> None:
     job, data = await submit(stack, chunk_seconds=3.0)
     monkeypatch.setenv("MPR_LAMBDA_PROGRESS_TIMEOUT", "0")
