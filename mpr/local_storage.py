@@ -219,3 +219,7 @@ class LocalStorage:
     def local_path(self, key: str) -> Path | None:
         """The absolute path ``key`` has (or would have) under the root."""
         return self._path(key)
+
+    def locate(self, key: str = "") -> str:
+        """The resolved path of ``key`` (symlinks followed), or of the root for ``""``."""
+        return Path(os.path.realpath(self.base / safe_key(key) if key else self.base)).as_posix()

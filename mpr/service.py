@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import posixpath
 import re
 import shutil
@@ -39,7 +38,7 @@ from mpr.presets import PRESET_FIELDS, USER_SOURCE, Preset, preset_from_model, s
 from mpr.scan import ScanResult
 from mpr.scan import scan as _scan
 from mpr.settings import get_settings
-from mpr.storage import media_in, media_out, safe_key
+from mpr.storage import key_within, media_in, media_out, safe_key
 
 log = logging.getLogger(__name__)
 
@@ -418,17 +417,14 @@ async def delete_job(job_id: str | uuid.UUID, *, delete_output: bool = False) ->
 
 
 def _source_at(out_key: str) -> str | None:
-    """The MEDIA_IN key of the existing file MEDIA_OUT ``out_key`` names, when the local roots overlap."""
-    from mpr.local_storage import LocalStorage
+    """The MEDIA_IN key of the existing file MEDIA_OUT ``out_key`` names, when the roots overlap.
 
-    source, out = media_in(), media_out()
-    if not isinstance(source, LocalStorage) or not isinstance(out, LocalStorage):
-        return None
-    real_in = os.path.realpath(source.base)
-    real = os.path.realpath(out.base / out_key)
-    if os.path.commonpath([real_in, real]) != real_in:
-        return None
-    return os.path.relpath(real, real_in).replace(os.sep, "/") if os.path.isfile(real) else None
+    Folders and buckets alike: a local path resolved through symlinks, or the
+    same bucket with MEDIA_OUT's prefix inside (or equal to) MEDIA_IN's.
+    """
+    source = media_in()
+    key = key_within(source, media_out(), out_key)
+    return key if key is not None and source.exists(key) else None
 
 
 async def _discard_work(job: TranscodeJob) -> None:

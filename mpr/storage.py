@@ -36,7 +36,13 @@ class ObjectInfo:
 
 @runtime_checkable
 class Storage(Protocol):
-    """A media root. Every method takes keys relative to the root and checks them with :func:`safe_key`."""
+    """A media root. Every method takes keys relative to the root and checks them with :func:`safe_key`.
+
+    A backend may also define ``locate(key: str = "") -> str``: one absolute name
+    for ``key`` (the root itself for ``""``) comparable with other roots' names,
+    e.g. a resolved path or ``s3://bucket/prefix/key``; :func:`key_within` uses it
+    to tell when MEDIA_OUT overlaps MEDIA_IN. Without it, roots never overlap.
+    """
 
     root: str
 
@@ -110,6 +116,21 @@ def scheme_of(root: str) -> str:
     """The storage scheme of a root: ``s3`` for ``s3://...``, ``file`` for plain paths."""
     match = _SCHEME.match(root)
     return match.group(1).lower() if match else "file"
+
+
+def key_within(root: Storage, other: Storage, key: str) -> str | None:
+    """The key in ``root`` of the object ``other`` names ``key``, when it lies under ``root``.
+
+    For overlapping roots (MEDIA_OUT inside MEDIA_IN, the same folder or bucket
+    prefix, or a symlink into it); None when it lies elsewhere or a backend has
+    no ``locate``.
+    """
+    locate_root, locate_other = getattr(root, "locate", None), getattr(other, "locate", None)
+    if locate_root is None or locate_other is None:
+        return None
+    base = locate_root("").rstrip("/") + "/"
+    where = locate_other(safe_key(key))
+    return safe_key(where[len(base) :]) if where.startswith(base) and len(where) > len(base) else None
 
 
 _cache: dict[str, Storage] = {}

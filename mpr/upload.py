@@ -55,20 +55,41 @@ MAX_NAME_BYTES = 200  # UTF-8 bytes of one folder or file name (255 is the usual
 MAX_KEY_CHARS = 1000  # the whole key (an asset's path column holds 1024)
 # control, format (bidi overrides, zero-width) and surrogate characters: invisible or misleading in a name
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+# ... except the zero-width joiner inside an emoji sequence (👨‍👩‍👧) and the variation selectors picking a
+# symbol's emoji or text style (❤️, ↔︎), which are refused elsewhere (invisible there too)
+_ZWJ, _VS16, _KEYCAP = "\u200d", "\ufe0f", "\u20e3"
+_VARIATION_SELECTORS = frozenset("\ufe0e\ufe0f")
 
 
 class UploadTooLarge(ValidationError):
     """The upload is larger than MPR_UPLOAD_MAX_BYTES (HTTP 413)."""
 
 
+def _emoji_part(c: str) -> bool:
+    """What a zero-width joiner may join: a pictograph (So), a skin-tone modifier or a regional indicator."""
+    return unicodedata.category(c) == "So" or 0x1F3FB <= ord(c) <= 0x1F3FF or 0x1F1E6 <= ord(c) <= 0x1F1FF
+
+
+def _invisible(key: str, i: int) -> bool:
+    """``key[i]`` is a control, format or surrogate character, or a joiner or selector outside an emoji."""
+    c, prev, nxt = key[i], key[i - 1] if i else "", key[i + 1 : i + 2]
+    if c in _VARIATION_SELECTORS:  # after a symbol, or a keycap's digit, # or * (1️⃣)
+        return not prev or not (unicodedata.category(prev)[0] == "S" or (prev in "0123456789#*" and nxt == _KEYCAP))
+    if c == _ZWJ:  # between two emoji, the first maybe with its selector (🏳️‍🌈)
+        left = key[i - 2] if prev == _VS16 and i >= 2 else prev
+        return not (left and nxt and _emoji_part(left) and _emoji_part(nxt))
+    return unicodedata.category(c) in _REFUSED_CATEGORIES
+
+
 def check_name(name: str) -> str:
     """The MEDIA_IN key for an upload named ``name``; StorageError if it escapes, ValidationError if not media.
 
-    The name is NFC-normalised; control, format and surrogate characters, a folder or file name over
+    The name is NFC-normalised; control, format and surrogate characters (but a zero-width joiner
+    between two emoji), a variation selector not after a symbol, a folder or file name over
     MAX_NAME_BYTES bytes and a key over MAX_KEY_CHARS are refused (the filesystem would fail later).
     """
     key = safe_key(unicodedata.normalize("NFC", name) if isinstance(name, str) else name)
-    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in key):
+    if any(_invisible(key, i) for i in range(len(key))):
         raise ValidationError(f"{key!r} holds control or invisible characters; rename the file")
     if len(key) > MAX_KEY_CHARS or any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in key.split("/")):
         raise ValidationError(

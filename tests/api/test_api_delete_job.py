@@ -148,6 +148,52 @@ async def test_delete_output_on_s3(start_api, s3_bucket, moto_server):  # noqa: 
     assert [str(j.id) for j in await TranscodeJob.all()] == [str(escaping.id)]
 
 
+@pytest.mark.parametrize("out_prefix", ["media/", "media/out/"])
+async def test_delete_output_on_s3_never_removes_a_source_when_prefixes_overlap(
+    start_api,
+    s3_bucket,  # noqa: F811
+    moto_server,  # noqa: F811
+    out_prefix,
+):
+    """MEDIA_OUT = MEDIA_IN's prefix, or inside it: an unfinished job's output name may be a source's."""
+    api = await start_api(MEDIA_IN=f"s3://{s3_bucket}/media", MEDIA_OUT=f"s3://{s3_bucket}/{out_prefix}")
+    s3 = moto_server.client("s3")
+    for name in ("victim.mp4", "sub/other.mp4"):
+        s3.put_object(Bucket=s3_bucket, Key=f"{out_prefix}{name}", Body=b"a source")
+    s3.put_object(Bucket=s3_bucket, Key=f"{out_prefix}done.mp4", Body=b"encoded")
+    asset = await make_asset()
+    failed = await make_job(asset, status=JobStatus.FAILED, executor="local", output_path="victim.mp4")
+    cancelled = await make_job(asset, status=JobStatus.CANCELLED, executor="local", output_path="sub/other.mp4")
+    done = await make_job(asset, status=JobStatus.COMPLETED, executor="local", output_path="done.mp4")
+    inside = out_prefix.removeprefix("media/")  # MEDIA_OUT's place in MEDIA_IN
+
+    for job in (failed, cancelled):
+        message = _error(await api.gql(DELETE, {"id": str(job.id), "out": True}))
+        expected = f"{job.output_path} in MEDIA_OUT is {inside}{job.output_path} in MEDIA_IN"
+        assert expected in message and "not deleted" in message, message
+        assert await TranscodeJob.exists(id=job.id)
+    # without deleteOutput the job goes and the object stays
+    assert (await api.ok(DELETE, {"id": str(failed.id), "out": False}))["deleteJob"] == {"ok": True}
+    # a completed job's output is its own, overlap or not
+    assert (await api.ok(DELETE, {"id": str(done.id), "out": True}))["deleteJob"] == {"ok": True}
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", []))
+    assert keys == [f"{out_prefix}sub/other.mp4", f"{out_prefix}victim.mp4"]
+    assert [str(j.id) for j in await TranscodeJob.all()] == [str(cancelled.id)]
+
+
+async def test_delete_output_on_s3_with_disjoint_prefixes(start_api, s3_bucket, moto_server):  # noqa: F811
+    """``media-out/`` is not inside ``media/`` (nor another bucket): a cancelled job's output is deleted."""
+    api = await start_api(MEDIA_IN=f"s3://{s3_bucket}/media/", MEDIA_OUT=f"s3://{s3_bucket}/media-out/")
+    s3 = moto_server.client("s3")
+    for key in ("media/clip.mp4", "media-out/clip.mp4"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"bytes")
+    job = await make_job(await make_asset(), status=JobStatus.CANCELLED, executor="local", output_path="clip.mp4")
+    assert (await api.ok(DELETE, {"id": str(job.id), "out": True}))["deleteJob"] == {"ok": True}
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", []))
+    assert keys == ["media/clip.mp4"]
+    assert not await TranscodeJob.exists(id=job.id)
+
+
 async def test_reset_preset_restores_the_shipped_values(api):
     from mpr.builtin_presets import STATIC_PRESETS
 

@@ -35,6 +35,17 @@ async def test_upload_names_too_long_invisible_or_undecodable_get_400_and_leave_
         "a\tb.mp4",
         "clip\u202e4pm.mov",  # a bidi override shows "clipvom.mp4"
         "zero\u200bwidth.mp4",
+        "zero\u200cwidth.mp4",
+        "\ufeffbom.mp4",
+        "\U0001f468\u202e\U0001f469.mp4",  # between emoji, a bidi override is still one
+        "\U0001f468\u200b\U0001f469.mp4",
+        "a\u200db.mp4",  # a zero-width joiner joins emoji only
+        "\u200d\U0001f468.mp4",
+        "\U0001f468\u200d.mp4",
+        "\U0001f468\u200d\u200d\U0001f469.mp4",
+        "a\ufe0f.mp4",  # a variation selector follows a symbol only
+        "\u2764\ufe0f\ufe0e.mp4",
+        "1\ufe0f.mp4",  # ... or a keycap's digit: 1️⃣
     ]:
         r = await api.http.post("/api/upload", params={"filename": name}, content=data, headers=AUTH)
         assert r.status_code == 400, (name[:20], r.status_code, r.text[:200])
@@ -53,6 +64,26 @@ async def test_upload_names_too_long_invisible_or_undecodable_get_400_and_leave_
         assert status in (201, 400), (raw, status)  # a replacement character is a name
     for path in media["in"].rglob("*"):
         path.name.encode("utf-8")  # no surrogate escapes reached the filesystem
+
+
+async def test_upload_names_with_emoji_sequences_are_kept_as_they_are(serve, media, clips):
+    api = await serve(MPR_API_TOKEN=TOKEN)
+    data = clips["audio"].read_bytes()
+    names = [
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467 family.mp3",  # zero-width joiners: 👨‍👩‍👧
+        "\u2764\ufe0f.mp3",  # emoji-style selector: ❤️
+        "\u2194\ufe0e.mp3",  # text-style selector: ↔︎
+        "\U0001f3f3\ufe0f\u200d\U0001f308.mp3",  # selector, then joiner: 🏳️‍🌈
+        "\U0001f469\U0001f3fd\u200d\U0001f4bb.mp3",  # skin tone, then joiner: 👩🏽‍💻
+        "1\ufe0f\u20e3 intro.mp3",  # keycap: 1️⃣
+        "\U0001f1eb\U0001f1f7.mp3",  # regional indicators: 🇫🇷
+    ]
+    for name in names:
+        r = await api.http.post("/api/upload", params={"filename": name}, content=data, headers=AUTH)
+        assert r.status_code == 201, (ascii(name), r.text)
+        assert r.json()["path"] == name
+    assert _files(media["in"]) == sorted(names)
+    assert sorted(a.path for a in await MediaAsset.all()) == sorted(names)
 
 
 async def test_upload_names_are_nfc_so_one_visible_name_is_one_file(serve, media, clips):

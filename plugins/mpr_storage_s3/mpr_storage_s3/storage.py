@@ -126,6 +126,10 @@ class S3Storage:
         """The bucket key of ``key`` (checked with :func:`mpr.storage.safe_key`)."""
         return self.prefix + safe_key(key)
 
+    def locate(self, key: str = "") -> str:
+        """``scheme://bucket/prefix/key`` (the root for ``""``): compared across roots by :func:`mpr.storage.key_within`."""
+        return f"{self.scheme}://{self.bucket}/{self.object_key(key) if key else self.prefix}"
+
     def _fail(self, exc: Exception, action: str, key: str = "") -> Exception:
         where = f"{self.scheme}://{self.bucket}/{self.prefix}{key}"
         if isinstance(exc, ClientError):
