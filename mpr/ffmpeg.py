@@ -324,12 +324,15 @@ _MUXER_ALIASES = {"mkv": "matroska", "mka": "matroska", "m4v": "mp4", "m4a": "ip
 # wrong speakers ("4.0 not supported by Vorbis: output stream will have incorrect channel layout"), so a
 # track with another layout is converted (ffmpeg's rematrix) to the one with its channel count.
 VORBIS_LAYOUTS = ("mono", "stereo", "3.0", "quad", "5.0", "5.1", "6.1", "7.1")
-# encoder -> the layouts it takes as they are (ffmpeg 5.1; the other encoders MPR drives take any layout,
-# or declare theirs and ffmpeg converts: aac, ac3, alac, libmp3lame, flac, pcm)
+# encoder -> the layouts it takes as they are (ffmpeg 5.1; the other encoders MPR drives take any layout
+# of 1-8 channels, or declare theirs and ffmpeg converts: aac, ac3, alac, libmp3lame, flac, pcm; only
+# 9+ channels need help, see audio_layout_args)
 LAYOUT_LIMITED_ENCODERS: dict[str, frozenset[str]] = {
     "libopus": frozenset(VORBIS_LAYOUTS),
     "libvorbis": frozenset(VORBIS_LAYOUTS) | {"quad(side)", "5.0(side)", "5.1(side)"},
 }
+# encoders that take a track of any channel count as it is (the containers MPR pairs pcm with store 9+ channels)
+KEEP_ALL_CHANNELS_ENCODERS = frozenset({"pcm_s16le"})
 # the layout ffmpeg 5.1 guesses for a track whose layout the file does not say (PyAV: "4 channels")
 _GUESSED_LAYOUTS = ("mono", "stereo", "2.1", "4.0", "5.0", "5.1", "6.1", "7.1")
 
@@ -345,19 +348,27 @@ def _layout_of(stream: dict) -> str | None:
 def audio_layout_args(src: str | Path, dst: str | Path, preset: Preset, acodec: str | None) -> list[str]:
     """Per-track arguments that turn each mapped audio track into a layout ``acodec`` takes (usually none).
 
-    Only for an encoder in :data:`LAYOUT_LIMITED_ENCODERS` and a preset that
-    leaves the channel count to the source (``channels`` unset; a set count
-    gets the Vorbis layout in :func:`build_command`). A track whose layout
-    the encoder takes (stereo, 5.1 ...) gets nothing; another up to 8
-    channels gets ``-ch_layout:a:N`` the Vorbis layout with its channel
-    count (4.0 becomes quad, 5.1(side) 5.1: same channel count, ffmpeg
-    mixes each speaker into the nearest ones); more than 8 channels
-    (beyond what Vorbis/Opus order) keep their first 8 as 7.1. The tracks
-    are those :func:`stream_maps` maps, numbered as in the output.
+    A track of more than 8 channels (ffmpeg 5.1 knows no rematrix from an
+    unnamed 9+ channel layout, so every encoder but pcm and libvorbis fails
+    the whole job on it) keeps its first 8 channels as 7.1 (``-filter:a:N
+    pan=7.1|c0=c0…``); ffmpeg then converts 7.1 to what the encoder takes,
+    as it does for any 1-8 channel track (ac3: 5.1(side), libmp3lame:
+    stereo, alac: 6.1(back)) or to the preset's ``channels``. That is the
+    only argument a preset with ``channels`` gets here (its count, for an
+    encoder in :data:`LAYOUT_LIMITED_ENCODERS` a Vorbis layout, is set in
+    :func:`build_command`).
+
+    For an encoder in :data:`LAYOUT_LIMITED_ENCODERS` and a preset that
+    leaves the channel count to the source, a track whose layout the
+    encoder takes (stereo, 5.1 ...) gets nothing; another up to 8 channels
+    gets ``-ch_layout:a:N`` the Vorbis layout with its channel count (4.0
+    becomes quad, 5.1(side) 5.1: same channel count, ffmpeg mixes each
+    speaker into the nearest ones). The tracks are those
+    :func:`stream_maps` maps, numbered as in the output.
     """
-    accepted = LAYOUT_LIMITED_ENCODERS.get(acodec or "")
-    if accepted is None or preset.channels:
+    if acodec is None or acodec == "copy" or acodec in KEEP_ALL_CHANNELS_ENCODERS:
         return []
+    accepted = LAYOUT_LIMITED_ENCODERS.get(acodec)
     from mpr.probe import stream_list
 
     muxer = _output_muxer(preset, dst)
@@ -371,7 +382,7 @@ def audio_layout_args(src: str | Path, dst: str | Path, preset: Preset, acodec: 
             # no rematrix from an unnamed 9+ channel layout exists in ffmpeg: keep the first 8 channels
             keep = "|".join(f"c{i}=c{i}" for i in range(len(VORBIS_LAYOUTS)))
             args += [f"-filter:a:{n}", f"pan={VORBIS_LAYOUTS[-1]}|{keep}"]
-        elif count and _layout_of(stream) not in accepted:
+        elif accepted is not None and not preset.channels and count and _layout_of(stream) not in accepted:
             args += [f"-ch_layout:a:{n}", VORBIS_LAYOUTS[count - 1]]
     return args
 

@@ -123,3 +123,97 @@ def test_opus_keeps_the_first_8_of_more_channels(tmp_path) -> None:
     out = tmp_path / "o.opus"
     ffmpeg.run(ffmpeg.build_command(src, out, Preset(name="p", container="opus", audio_codec="libopus")))
     assert audio_channels(out) == [8]
+
+
+def _ten_channels(path: Path) -> Path:
+    """A single 10-channel pcm track in Matroska (no layout: "10 channels", which no ffmpeg rematrix takes)."""
+    labels = "".join(f"[a{i}]" for i in range(10))
+    merge = f"asplit=10{labels};{labels}amerge=inputs=10"
+    args = ["-f", "lavfi", "-i", "sine=sample_rate=48000:duration=0.5", "-filter_complex", merge]
+    subprocess.run(
+        [ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-y", *args, "-c:a", "pcm_s16le", str(path)], check=True
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def odd_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("odd")
+    # pcm in Matroska stores no layout: 7.0 / 7.1 become "7 channels" / "8 channels"
+    return {
+        "ten": _ten_channels(folder / "ten.mkv"),
+        "seven": _source(folder / "seven.mkv", [("7.0", "pcm_s16le")], video=False),
+        "eight": _source(folder / "eight.mkv", [("7.1", "pcm_s16le")], video=False),
+    }
+
+
+# audio codec -> (container, channels kept of a 10-channel, an unnamed 7-channel, an unnamed 8-channel track).
+# 9+ channels keep their first 8 as 7.1, which ffmpeg then converts to what the encoder takes; ac3 takes
+# 5.1 at most, libmp3lame stereo, alac's 8-channel layout is 7.1(wide) so ffmpeg mixes 7.1 into 6.1(back).
+KEPT = {
+    "aac": ("m4a", 8, 7, 8),
+    "libmp3lame": ("mp3", 2, 2, 2),
+    "libopus": ("opus", 8, 7, 8),
+    "libvorbis": ("ogg", 8, 7, 8),
+    "flac": ("flac", 8, 7, 8),
+    "alac": ("m4a", 7, 7, 7),
+    "pcm_s16le": ("wav", 10, 7, 8),
+    "ac3": ("mkv", 6, 6, 6),
+}
+
+
+def test_every_allowed_audio_codec_is_in_the_table() -> None:
+    from mpr.presets import AUDIO_CODECS
+
+    assert set(KEPT) == set(AUDIO_CODECS)
+
+
+def test_odd_sources_have_no_layout(odd_sources) -> None:
+    for name, count in (("ten", 10), ("seven", 7), ("eight", 8)):
+        (track,) = [s for s in stream_list(odd_sources[name]) or [] if s["type"] == "audio"]
+        assert (track["channels"], track["channel_layout"]) == (count, f"{count} channels")
+
+
+@pytest.mark.parametrize("audio_codec", list(KEPT))
+@pytest.mark.parametrize("track", ["ten", "seven", "eight"])
+def test_every_codec_encodes_odd_channel_counts(odd_sources, tmp_path, audio_codec, track) -> None:
+    container, *kept = KEPT[audio_codec]
+    preset = Preset(name="p", container=container, audio_codec=audio_codec)
+    out = tmp_path / f"o.{container}"
+    argv = ffmpeg.build_command(odd_sources[track], out, preset)
+    pan = ["-filter:a:0", "pan=7.1|" + "|".join(f"c{i}=c{i}" for i in range(8))]
+    if track == "ten" and audio_codec != "pcm_s16le":
+        assert argv[argv.index("-filter:a:0") :][:2] == pan
+    else:
+        assert "-filter:a:0" not in argv
+    ffmpeg.run(argv)
+    assert audio_channels(out) == [kept[["ten", "seven", "eight"].index(track)]]
+    # the output decodes whole
+    subprocess.run([ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-i", str(out), "-f", "null", "-"], check=True)
+
+
+@pytest.mark.parametrize(("audio_codec", "channels"), [("aac", 2), ("libopus", 4), ("ac3", 6)])
+def test_preset_channel_count_over_ten_channels(odd_sources, tmp_path, audio_codec, channels) -> None:
+    # -ac alone fails on 10 unnamed channels ("Rematrix is needed ... not enough information"): first 8, then -ac
+    container = "mkv"
+    preset = Preset(name="p", container=container, audio_codec=audio_codec, channels=channels)
+    out = tmp_path / f"o.{container}"
+    argv = ffmpeg.build_command(odd_sources["ten"], out, preset)
+    assert "-filter:a:0" in argv
+    ffmpeg.run(argv)
+    assert audio_channels(out) == [channels]
+
+
+def test_multi_track_source_only_the_wide_track_gets_an_argument(odd_sources, tmp_path) -> None:
+    src = tmp_path / "two.mkv"
+    subprocess.run(
+        [ffmpeg_bin(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(odd_sources["seven"]), "-i",
+         str(odd_sources["ten"]), "-map", "0:a", "-map", "1:a", "-c:a", "pcm_s16le", str(src)],
+        check=True,
+    )  # fmt: skip
+    preset = Preset(name="p", container="mkv", audio_codec="aac")
+    out = tmp_path / "o.mkv"
+    argv = ffmpeg.build_command(src, out, preset)
+    assert layout_args(argv) == ["-filter:a:1"]
+    ffmpeg.run(argv)
+    assert audio_channels(out) == [7, 8]

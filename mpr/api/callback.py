@@ -39,13 +39,24 @@ carries its chunk's ``start``/``end`` and the plan's chunk ``count``: a report
 for a chunk that has no row yet creates it (QUEUED, ``chunk_queued``, as the
 plan would have) and then applies. The fraction done counts ``count`` chunks
 (else as many as the rows show). A plan arriving after such reports adds the
-missing rows and leaves the reported ones as they are. A ``completed``
+missing rows and leaves the reported ones as they are. A retried job's
+new execution may plan differently (the settings changed) and lose its plan
+report too: a chunk report whose ``start``/``end`` differ from an earlier
+run's row at its index, or that makes its row, deletes the earlier runs' rows
+that cannot be chunks of its plan (the one at the index, those at ``count``
+or above, those before the index ending after its start and those after it
+starting before its end; the others wait for their own chunk's report) and
+makes its row (``chunk_queued``). A mismatch against a row of the current run
+is a conflicting report: 400, nothing changes. A row no report of the current
+run has touched (QUEUED, no timestamps) counts as an earlier run's: nothing
+on it says otherwise. A ``completed``
 callback marks the rows still not done DONE (``chunk_done`` each, before the
 final status event): the output exists, so every chunk was encoded, whatever
 reports were lost.
 
 Answers as above, plus: 400 for a report without ``start``/``end`` for a
-chunk that has no row (an index outside the plan, or no plan yet); 200 with
+chunk that has no row (an index outside the plan, or no plan yet), or whose
+``start``/``end`` differ from those of its row in the current run; 200 with
 ``"changed": false`` for a duplicate, a report older than the row (a late
 ``started`` after ``done``), a report for a job in a final state, or one from
 an earlier run of a retried job.
@@ -71,6 +82,7 @@ from litestar import Request, post
 from litestar.params import FromPath
 from litestar.response import Response
 from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
 
 from mpr import callbacks, events, jobs
 from mpr.api.deps import app_settings
@@ -484,6 +496,45 @@ def _earlier_run(row: JobChunk, job: TranscodeJob) -> bool:
     return job.started_at is None or last is None or last < job.started_at
 
 
+async def _row_from_report(job: TranscodeJob, index: int, start: float, end: float, count: int | None) -> None:
+    """Make chunk ``index``'s row from a report (its plan report lost), first deleting the earlier runs' misfits.
+
+    The report says chunk ``index`` of its plan is ``start``-``end`` (of
+    ``count``). A plan's chunks follow each other in index order, so rows an
+    earlier run left (a retried job's, planned differently) cannot be chunks of
+    this plan when they are: at the index with another span, at ``count`` or
+    above, before the index ending after ``start``, after it starting before
+    ``end``. Those are deleted, each only in the state it was judged in (as
+    ``_chunk`` updates), so a row a concurrent report of this run has just
+    moved (it belongs to this run now) stays; the others wait for their own
+    chunk's report. Then the row is created (``chunk_queued``, as the plan
+    would have) unless a concurrent report created it first.
+    """
+    eps = 1e-6
+    misfit = Q(index=index) | Q(index__lt=index, end__gt=start + eps) | Q(index__gt=index, start__lt=end - eps)
+    if count is not None:
+        misfit |= Q(index__gte=count)
+    deleted = []
+    for r in await JobChunk.filter(Q(job_id=job.id) & misfit):
+        if (r.index == index and _same_span(r, start, end)) or not _earlier_run(r, job):
+            continue
+        if await JobChunk.filter(id=r.id, status=r.status, attempts=r.attempts, worker=r.worker).delete():
+            deleted.append(r.index)
+    if deleted:
+        log.info(
+            "job %s: chunk %d reported as %.3f-%.3f s (of %s), a new plan: rows %s of an earlier run replaced",
+            job.id,
+            index,
+            start,
+            end,
+            count if count is not None else "?",
+            sorted(deleted),
+        )
+    if await _create_rows(job.id, [{"index": index, "start": start, "end": end}]):
+        await _processing(job, "reported by the executor's chunks")
+        await _queued(job.id, index, start, end)
+
+
 async def _plan(job: TranscodeJob, chunks: list[dict[str, Any]]) -> bool:
     """Create the job's QUEUED rows (CHUNK_QUEUED each); False when that changes nothing.
 
@@ -553,17 +604,33 @@ async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
     worker = (data.get("worker") or "")[:64]
     attempt = int(data.get("attempt", 1))
     seconds = _number(data, "seconds")
+    start, end = _number(data, "start"), _number(data, "end")
+    count = int(data["count"]) if data.get("count") is not None else None
     for _ in range(5):  # optimistic: the update only lands on the row state the decision was made on
         row = await JobChunk.get_or_none(job_id=job.id, index=index)
+        if row is not None and start is not None and end is not None and not _same_span(row, start, end):
+            if not _earlier_run(row, job):
+                log.warning(
+                    "job %s: chunk %d report (%s) refused: %.3f-%.3f s, this run's row is %.3f-%.3f s",
+                    job.id,
+                    index,
+                    kind,
+                    start,
+                    end,
+                    row.start,
+                    row.end,
+                )
+                raise ValidationError(
+                    f"chunk {index} is {row.start:.3f}-{row.end:.3f} s in this run, not {start:.3f}-{end:.3f} s"
+                )
+            await _row_from_report(job, index, start, end, count)  # a retried job's new plan
+            continue
         if row is None:
-            start, end = _number(data, "start"), _number(data, "end")
             if start is None or end is None:
-                count = await JobChunk.filter(job_id=job.id).count()
-                raise ValidationError(f"chunk {index} is not in the job's plan ({count} chunks)")
+                rows = await JobChunk.filter(job_id=job.id).count()
+                raise ValidationError(f"chunk {index} is not in the job's plan ({rows} chunks)")
             # the plan report was lost (or is late): the report makes the row the plan would have made
-            if await _create_rows(job.id, [{"index": index, "start": start, "end": end}]):
-                await _processing(job, "reported by the executor's chunks")
-                await _queued(job.id, index, start, end)
+            await _row_from_report(job, index, start, end, count)
             continue
         if _stale(row, kind, worker, attempt):
             return False
@@ -609,7 +676,7 @@ async def _chunk(job: TranscodeJob, data: dict[str, Any]) -> bool:
         )
     )
     if kind == "done":
-        total = await _total(job.id, int(data.get("count") or 0))
+        total = await _total(job.id, count or 0)
         done = await JobChunk.filter(job_id=job.id, status=ChunkStatus.DONE).count()
         await _raise_progress(job.id, CHUNKS_SHARE * done / total)
     return True

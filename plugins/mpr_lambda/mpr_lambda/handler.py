@@ -203,6 +203,12 @@ def _work_url(job: dict, name: str) -> str:
     return job["work_url"].rstrip("/") + "/" + name
 
 
+def chunk_object_name(chunk: Chunk, ext: str) -> str:
+    """The work object of a video chunk: named by index *and* span (ms), so a retried job whose plan changed
+    (other chunk length) never reuses an earlier run's chunk of another span as its own."""
+    return f"chunk_{chunk.index:05d}_{round(chunk.start * 1000)}-{round(chunk.end * 1000)}.{ext}"
+
+
 # -- the steps ------------------------------------------------------------------------------------
 
 
@@ -315,7 +321,7 @@ def encode_chunk(event: dict, context: Any = None) -> dict:
     if kind == "video":
         chunk = Chunk.from_dict(item)
         name, what = (
-            f"chunk_{chunk.index:05d}.{ext}",
+            chunk_object_name(chunk, ext),
             f"encode chunk {chunk.index} ({chunk.start:.3f}-{chunk.end:.3f} s)",
         )
     elif kind == "audio":

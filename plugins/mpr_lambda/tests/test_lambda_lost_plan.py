@@ -23,7 +23,7 @@ from mpr import callbacks
 from mpr.models import ChunkStatus, JobChunk, JobStatus, TranscodeJob
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lambda_e2e import SECRET, gop_clip, serve_stack, submit  # noqa: F401 (gop_clip: a fixture)
+from test_lambda_e2e import SECRET, frames, gop_clip, serve_stack, submit  # noqa: F401 (gop_clip: a fixture)
 from test_lambda_progress import CHUNKS_Q, PLAN3, Reporter, chunk_events, player, snapshot, subscribe
 
 from testkit import free_port
@@ -86,7 +86,10 @@ async def test_lost_plan_report_chunk_reports_make_the_rows(stack, asl, monkeypa
     assert [(c["index"], c["start"], c["end"]) for c in final["chunks"]] == [(i, i, i + 1.0) for i in range(3)]
     for c in final["chunks"]:
         assert c["status"] == "done" and c["attempts"] == 1 and c["error"] is None
-        assert c["outputKey"] == f"{data['work_url']}chunk_{c['index']:05d}.mp4"
+        assert (
+            c["outputKey"]
+            == f"{data['work_url']}chunk_{c['index']:05d}_{round(c['start'] * 1000)}-{round(c['end'] * 1000)}.mp4"
+        )
         uuid.UUID(c["worker"])
         assert c["startedAt"] <= c["finishedAt"]
 
@@ -234,3 +237,224 @@ async def test_chunk_reports_that_would_make_rows_are_checked(stack) -> None:
     r = await rep.send("done", index=0, worker="w")
     assert r.status_code == 400 and "not in the job's plan (0 chunks)" in r.json()["error"]
     assert await JobChunk.filter(job_id=job_id).count() == 0
+
+
+# -- a retried job that plans differently, its plan report lost -------------------------------------
+
+RETRY = "mutation($id: ID!) { retryJob(id: $id) { status externalId } }"
+
+
+async def rows_of(job_id: str) -> list[tuple]:
+    return [(r.index, r.start, r.end, r.status) for r in await JobChunk.filter(job_id=job_id).order_by("index")]
+
+
+async def test_retry_with_a_new_plan_and_its_report_lost_replaces_the_earlier_rows(
+    stack, asl, monkeypatch, tmp_path
+) -> None:
+    from mpr_lambda import handler
+
+    from mpr.grpc.server import open_job_stream
+
+    real_encode = handler.encode_video_chunk
+
+    def broken_for_chunk_1(source, chunk, preset, out, **kw):
+        if chunk.index == 1:
+            source = Path(out).with_name("corrupt.mp4")
+            source.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)
+        return real_encode(source, chunk, preset, out, **kw)
+
+    # the first run: 1 s chunks, chunk 1 fails, the job fails
+    monkeypatch.setattr(handler, "encode_video_chunk", broken_for_chunk_1)
+    job, data = await submit(stack)
+    job_id = job["id"]
+    run = await asyncio.to_thread(player(asl).run, data, job["externalId"])
+    assert run.status == "FAILED"
+    first = await rows_of(job_id)
+    assert [(i, s, e) for i, s, e, _ in first] == [(i, i, i + 1.0) for i in range(3)]
+    assert first[0][3] == ChunkStatus.DONE and first[1][3] == ChunkStatus.FAILED
+    assert (await TranscodeJob.get(id=job_id)).status == JobStatus.FAILED
+
+    # the settings changed: the retry plans 2 s chunks (0-2, 2-3), and its plan report is lost
+    await TranscodeJob.filter(id=job_id).update(chunk_seconds=2.0)
+    sent = losing(monkeypatch, "plan")
+    during: dict[int, dict] = {}
+
+    def encode_and_look(source, chunk, preset, out, **kw):
+        during[chunk.index] = snapshot(stack.url, job_id)
+        return real_encode(source, chunk, preset, out, **kw)
+
+    monkeypatch.setattr(handler, "encode_video_chunk", encode_and_look)
+    after = max([e.seq async for e in await open_job_stream(job_id, 0)])  # the first run's events end here
+    retried = (await stack.gql(RETRY, id=job_id))["retryJob"]
+    assert retried["status"] == "processing"
+    data = await asyncio.to_thread(stack.execution_input, retried["externalId"])
+    assert data["chunk_seconds"] == 2.0
+    task, seen = await subscribe(stack.url, job_id, after)
+    run = await asyncio.to_thread(player(asl).run, data, retried["externalId"])
+    assert run.status == "SUCCEEDED", run
+    await asyncio.wait_for(task, 10)
+    assert sent[0] == ("plan", False) and all(delivered for _, delivered in sent[1:])
+
+    # while a chunk of the new plan encoded, no row of the old plan was left: its rows, the new spans
+    for i, seen_job in during.items():
+        spans = [(c["index"], c["start"], c["end"]) for c in seen_job["chunks"]]
+        assert spans == [(0, 0.0, 2.0), (1, 2.0, 3.0)][: i + 1], (i, spans)
+        assert seen_job["chunks"][i]["status"] == "running"
+    if 1 in during:
+        assert during[1]["chunks"][0]["status"] == "done"
+        assert during[1]["progress"] == pytest.approx(95.0 / 2, abs=0.01)  # one of the 2 the reports count
+
+    final = (await stack.gql(CHUNKS_Q, id=job_id))["job"]
+    assert final["status"] == "completed" and final["progress"] == 100.0
+    assert [(c["index"], c["start"], c["end"], c["status"]) for c in final["chunks"]] == [
+        (0, 0.0, 2.0, "done"),
+        (1, 2.0, 3.0, "done"),
+    ]
+    for c in final["chunks"]:
+        assert (
+            c["error"] is None
+            and c["outputKey"]
+            == f"{data['work_url']}chunk_{c['index']:05d}_{round(c['start'] * 1000)}-{round(c['end'] * 1000)}.mp4"
+        )
+
+    # the output is the whole source: no chunk of the first run's 1 s plan was taken for a 2 s one
+    key = f"out/{(await stack.job(job_id))['outputPath']}"
+    local = tmp_path / "retried.mp4"
+    await asyncio.to_thread(stack.s3.download_file, stack.bucket, key, str(local))
+    assert frames(local) == 75
+
+    # the retry's events: each new row queued once (as the plan would have), progress only forwards
+    kinds = chunk_events(seen)
+    assert [k for k in kinds if k[0] == "chunk_queued"] == [("chunk_queued", 0), ("chunk_queued", 1)]
+    assert [e["message"] for e in seen if e["type"] == "chunk_queued"] == ["0.000-2.000s", "2.000-3.000s"]
+    assert ("chunk_done", 0) in kinds and kinds[-2:] == [("chunk_started", 1), ("chunk_done", 1)]
+    assert kinds.index(("chunk_queued", 1)) > kinds.index(("chunk_done", 0))
+    progress = [e["progress"] for e in seen if e["progress"] and e["type"] in ("progress", "status")]
+    assert progress == sorted(progress) and progress[-1] == 100.0
+    assert [p for p in progress if p < 100] == pytest.approx([95.0 / 2, 95.0], abs=0.01)
+    assert seen[-1]["type"] == "status" and seen[-1]["status"] == "completed"
+
+
+async def retried_job(stack) -> tuple[str, Reporter, int]:
+    """A job whose first run reported 1 s chunks (0 done, 1 failed, 2 done, 3 queued), cancelled and retried.
+
+    Also the sequence number of the first run's last event.
+    """
+    from mpr.grpc.server import open_job_stream
+
+    job, _ = await submit(stack)
+    job_id = job["id"]
+    rep = Reporter(stack, job_id)
+    plan = [{"index": i, "start": float(i), "end": float(i + 1)} for i in range(4)]
+    assert (await rep.send("plan", chunks=plan)).json()["changed"] is True
+    assert (await rep.send("done", index=0, start=0.0, end=1.0, count=4, worker="a")).json()["changed"] is True
+    assert (await rep.send("failed", index=1, start=1.0, end=2.0, count=4, worker="b")).json()["changed"] is True
+    assert (await rep.send("done", index=2, start=2.0, end=3.0, count=4, worker="c")).json()["changed"] is True
+    await stack.gql("mutation($id: ID!) { cancelJob(id: $id) { status } }", id=job_id)
+    after = max([e.seq async for e in await open_job_stream(job_id, 0)])  # the first run's events end here
+    assert (await stack.gql(RETRY, id=job_id))["retryJob"]["status"] == "processing"
+    return job_id, rep, after
+
+
+async def test_new_plan_reports_keep_earlier_done_rows_that_fit_and_drop_the_rest(stack) -> None:
+    from mpr.grpc.server import open_job_stream
+
+    job_id, rep, after = await retried_job(stack)
+    # the new plan: 0-1 (as before), 1-3; chunk 0's report matches its done row: nothing to replace
+    assert (await rep.send("started", index=0, start=0.0, end=1.0, count=2, worker="x")).json()["changed"] is False
+    assert len(await rows_of(job_id)) == 4
+    # chunk 1's does not: row 1 (1-2) and the rows from index 2 on go, the done 0-1 stays (it fits)
+    r = await rep.send("started", index=1, start=1.0, end=3.0, count=2, worker="y")
+    assert r.status_code == 200 and r.json()["changed"] is True
+    rows = await JobChunk.filter(job_id=job_id).order_by("index")
+    assert [(r.index, r.start, r.end, r.status, r.worker) for r in rows] == [
+        (0, 0.0, 1.0, ChunkStatus.DONE, "a"),
+        (1, 1.0, 3.0, ChunkStatus.RUNNING, "y"),
+    ]
+    assert rows[1].error is None and rows[1].attempts == 1
+    # duplicates change nothing and replace nothing again
+    assert (await rep.send("started", index=1, start=1.0, end=3.0, count=2, worker="y")).json()["changed"] is False
+    assert (await rep.send("done", index=1, start=1.0, end=3.0, count=2, worker="y")).json()["changed"] is True
+    assert (await rep.send("done", index=1, start=1.0, end=3.0, count=2, worker="y")).json()["changed"] is False
+    assert await rows_of(job_id) == [(0, 0.0, 1.0, ChunkStatus.DONE), (1, 1.0, 3.0, ChunkStatus.DONE)]
+    assert (await TranscodeJob.get(id=job_id)).progress == pytest.approx(95.0)
+    # the late plan report of the retry agrees with the rows: nothing changes
+    late = await rep.send(
+        "plan", chunks=[{"index": 0, "start": 0.0, "end": 1.0}, {"index": 1, "start": 1.0, "end": 3.0}]
+    )
+    assert late.json()["changed"] is False
+
+    await stack.gql("mutation($id: ID!) { cancelJob(id: $id) { status } }", id=job_id)  # ends the stream
+    history = [e async for e in await open_job_stream(job_id, after)]
+    assert [(e.type, e.chunk_index) for e in history if e.type.startswith("chunk_")] == [
+        ("chunk_queued", 1),
+        ("chunk_started", 1),
+        ("chunk_done", 1),
+    ]
+    assert next(e for e in history if e.type == "chunk_queued").message == "1.000-3.000s"
+    assert [e.progress for e in history if e.type == "progress"] == pytest.approx([95.0])
+
+
+async def test_concurrent_reports_of_a_new_plan_replace_the_rows_once(stack) -> None:
+    from mpr.grpc.server import open_job_stream
+
+    job_id, rep, after = await retried_job(stack)
+    # the new plan 0-2, 2-4 (no count: an encoder that does not send it); both chunks report at once
+    answers = await asyncio.gather(
+        rep.send("started", index=0, start=0.0, end=2.0, worker="x"),
+        rep.send("started", index=1, start=2.0, end=4.0, worker="y"),
+        rep.send("started", index=0, start=0.0, end=2.0, worker="x"),
+    )
+    assert [a.status_code for a in answers] == [200] * 3
+    assert sorted(a.json()["changed"] for a in answers) == [False, True, True]
+    rows = await JobChunk.filter(job_id=job_id).order_by("index")
+    # row 3 (3-4) of the first run cannot follow 2-4 either; row 2 (2-3, done) is not chunk 2 of this plan
+    assert [(r.index, r.start, r.end, r.status, r.worker) for r in rows] == [
+        (0, 0.0, 2.0, ChunkStatus.RUNNING, "x"),
+        (1, 2.0, 4.0, ChunkStatus.RUNNING, "y"),
+    ]
+    for i, w in ((0, "x"), (1, "y")):
+        assert (await rep.send("done", index=i, start=2.0 * i, end=2.0 * i + 2, worker=w)).json()["changed"] is True
+    job = await TranscodeJob.get(id=job_id)
+    assert job.progress == pytest.approx(95.0)
+
+    await stack.gql("mutation($id: ID!) { cancelJob(id: $id) { status } }", id=job_id)
+    history = [e async for e in await open_job_stream(job_id, after)]
+    kinds = [(e.type, e.chunk_index) for e in history if e.type.startswith("chunk_")]
+    assert sorted(k for k in kinds if k[0] == "chunk_queued") == [("chunk_queued", 0), ("chunk_queued", 1)]
+    assert sorted(k for k in kinds if k[0] == "chunk_started") == [("chunk_started", 0), ("chunk_started", 1)]
+    progress = [e.progress for e in history if e.type == "progress"]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(95.0)
+
+
+async def test_a_report_that_conflicts_with_this_runs_row_is_400_and_changes_nothing(stack) -> None:
+    from mpr.grpc.server import open_job_stream
+
+    job, _ = await submit(stack)
+    job_id = job["id"]
+    rep = Reporter(stack, job_id)
+    assert (await rep.send("started", index=0, start=0.0, end=1.0, count=3, worker="a")).json()["changed"] is True
+    assert (await rep.send("done", index=2, start=2.0, end=3.0, count=3, worker="c")).json()["changed"] is True
+    before = [dict(r) for r in await JobChunk.filter(job_id=job_id).order_by("index").values()]
+    progress = (await TranscodeJob.get(id=job_id)).progress
+    assert progress == pytest.approx(95.0 / 3, abs=0.01)
+
+    for kind in ("started", "done", "failed"):
+        for index, start, end, count in ((0, 0.0, 2.0, 2), (2, 1.0, 3.0, 3), (2, 2.0, 2.5, None)):
+            fields = {"index": index, "start": start, "end": end, "worker": "z", "attempt": 2, "error": "x"}
+            r = await rep.send(kind, **fields, **({"count": count} if count else {}))
+            assert r.status_code == 400, r.text
+            assert f"chunk {index} is {float(index):.3f}-{index + 1.0:.3f} s in this run" in r.json()["error"]
+
+    assert [dict(r) for r in await JobChunk.filter(job_id=job_id).order_by("index").values()] == before
+    assert (await TranscodeJob.get(id=job_id)).progress == progress
+    await stack.gql("mutation($id: ID!) { cancelJob(id: $id) { status } }", id=job_id)
+    history = [e async for e in await open_job_stream(job_id, 0)]
+    # the two reports taken, nothing from the refused ones
+    assert [(e.type, e.chunk_index) for e in history if e.type.startswith("chunk_")] == [
+        ("chunk_queued", 0),
+        ("chunk_started", 0),
+        ("chunk_queued", 2),
+        ("chunk_done", 2),
+    ]
+    assert [e.progress for e in history if e.type == "progress"] == pytest.approx([95.0 / 3], abs=0.01)

@@ -138,7 +138,10 @@ async def test_lambda_job_shows_chunks_live_and_they_match_the_result(stack, asl
     for c in chunks:
         assert c["status"] == "done" and c["attempts"] == 1 and c["error"] is None
         assert c["worker"] == workers[c["index"]]
-        assert c["outputKey"] == f"{data['work_url']}chunk_{c['index']:05d}.mp4"
+        assert (
+            c["outputKey"]
+            == f"{data['work_url']}chunk_{c['index']:05d}_{round(c['start'] * 1000)}-{round(c['end'] * 1000)}.mp4"
+        )
         assert c["startedAt"] <= c["finishedAt"]
 
     # jobEvents: queued x3 (the plan), then started/done per chunk in order, all before "completed"

@@ -23,6 +23,7 @@ import pytest
 from mpr_lambda import handler
 
 from mpr import ffmpeg
+from mpr.chunker.plan import Chunk
 from mpr.presets import Preset
 from testkit import CountingProxy, copies_on_disk, make_clip
 
@@ -197,8 +198,8 @@ def test_chunk_encoders_read_only_their_part_of_the_source(
         assert max(after) < size / 2
 
         # the same encoded chunks either way, and the same output
-        for i in range(20):
-            name = f"chunk_{i:05d}.mp4"
+        for i, v in enumerate(videos):
+            name = handler.chunk_object_name(Chunk.from_dict(v), "mp4")
             a = s3.get_object(Bucket=s3_bucket, Key=f"mpr-work/{streamed['job_id']}/0/{name}")["Body"].read()
             b = s3.get_object(Bucket=s3_bucket, Key=f"mpr-work/{downloaded['job_id']}/0/{name}")["Body"].read()
             assert a == b, f"chunk {i} differs"
@@ -209,7 +210,7 @@ def test_chunk_encoders_read_only_their_part_of_the_source(
                     "kind": "video",
                     "index": v["index"],
                     "duration": v["end"] - v["start"],
-                    "url": handler._work_url(job, f"chunk_{v['index']:05d}.mp4"),
+                    "url": handler._work_url(job, handler.chunk_object_name(Chunk.from_dict(v), "mp4")),
                 }
                 for v in videos
             ]
