@@ -8,8 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
 from mpr import hookimpl
 from mpr.errors import NotFound
+from mpr.plugins import register_plugin, unregister_plugin
 from mpr.storage import ObjectInfo, safe_key
 
 
@@ -129,3 +132,18 @@ def storage_plugin(scheme: str, backend: type) -> Any:
             register(scheme, backend)
 
     return StoragePlugin()
+
+
+@pytest.fixture(name="fake")
+def fake_executor(media, monkeypatch):
+    """Fixture ``fake`` (import ``fake_executor`` into a test module): MPR_EXECUTOR=fake: jobs go to a registered :class:`FakeExecutorPlugin` (yielded)."""
+    monkeypatch.setenv("MPR_EXECUTOR", "fake")
+    from mpr.settings import get_settings
+
+    get_settings.cache_clear()
+    plugin = FakeExecutorPlugin()
+    register_plugin(plugin, name="mpr-fake")
+    try:
+        yield plugin
+    finally:
+        unregister_plugin(plugin)

@@ -9,22 +9,7 @@ import pytest
 from mpr import jobs, service
 from mpr.errors import ExecutorError, InvalidTransition, NotFound, PluginError, ValidationError
 from mpr.models import JobStatus, MediaAsset, TranscodeJob, TranscodePreset
-from mpr.plugins import register_plugin, unregister_plugin
-from tests.core_helpers import FakeExecutorPlugin, ready_asset, synced
-
-
-@pytest.fixture
-def fake(media, monkeypatch):
-    monkeypatch.setenv("MPR_EXECUTOR", "fake")
-    from mpr.settings import get_settings
-
-    get_settings.cache_clear()
-    plugin = FakeExecutorPlugin()
-    register_plugin(plugin, name="mpr-fake")
-    try:
-        yield plugin
-    finally:
-        unregister_plugin(plugin)
+from tests.core_helpers import fake_executor, ready_asset, synced  # noqa: F401 (fixture `fake`)
 
 
 async def preset_id(name: str) -> uuid.UUID:

@@ -8,23 +8,8 @@ import pytest
 from mpr import service
 from mpr.errors import ValidationError
 from mpr.models import TranscodeJob, TranscodePreset
-from mpr.plugins import register_plugin, unregister_plugin
 from testkit import make_clip
-from tests.core_helpers import FakeExecutorPlugin, ready_asset, synced
-
-
-@pytest.fixture
-def fake(media, monkeypatch):
-    monkeypatch.setenv("MPR_EXECUTOR", "fake")
-    from mpr.settings import get_settings
-
-    get_settings.cache_clear()
-    plugin = FakeExecutorPlugin()
-    register_plugin(plugin, name="mpr-fake")
-    try:
-        yield plugin
-    finally:
-        unregister_plugin(plugin)
+from tests.core_helpers import fake_executor, ready_asset, synced  # noqa: F401 (fixture `fake`)
 
 
 async def test_audio_only_preset_on_a_video_without_audio_is_refused(db, media, tmp_path, fake) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-import av
 import pytest
 
 from mpr import ffmpeg
@@ -16,13 +15,8 @@ from mpr.presets import Preset
 from mpr.probe import stream_list
 from testkit import ffmpeg_bin
 from tests.chunker.chunkcheck import chunked, single_pass
-from tests.subtitlecheck import TRIM_IDS, TRIMS, expected_cues, timing
-from tests.subtitlecheck import assert_same_cues as assert_cues
-from tests.subtitlecheck import cues as cue_list
+from tests.subtitlecheck import FRAME, SRT, TRIM_IDS, TRIMS, assert_same_cues, cues, expected_cues, timing
 
-FRAME = 1 / 25
-# cues before, across and after the trims below; keyframes every second (gop 25 at 25 fps)
-SRT = "1\n00:00:00,200 --> 00:00:00,900\nOne\n\n2\n00:00:01,200 --> 00:00:02,300\nTwo\n\n3\n00:00:02,500 --> 00:00:03,600\nThree\n"
 MKV = Preset(name="mkv-sub", container="mkv", video_codec="libx264", speed_preset="ultrafast", audio_codec="libopus")
 MP4 = Preset(
     name="mp4-sub",
@@ -58,30 +52,6 @@ def subtitled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def cues(path: Path) -> list[tuple[str, str, float, float]]:
-    """(codec, text, start s, end s) of every non-empty subtitle packet of ``path``, as stored."""
-    out = []
-    with av.open(str(path)) as c:
-        for stream in c.streams.subtitles:
-            codec = stream.codec_context.name
-            for packet in c.demux(stream):
-                if packet.pts is None:
-                    continue
-                raw = bytes(packet)
-                text = (raw[2:] if codec == "mov_text" else raw).decode().strip()
-                if text:
-                    start = float(packet.pts * packet.time_base)
-                    out.append((codec, text, start, start + float((packet.duration or 0) * packet.time_base)))
-    return out
-
-
-def assert_same_cues(got: list, ref: list) -> None:
-    assert [(c, t) for c, t, _, _ in got] == [(c, t) for c, t, _, _ in ref]
-    for (_, text, start, end), (_, _, ref_start, ref_end) in zip(got, ref, strict=True):
-        assert start == pytest.approx(ref_start, abs=FRAME), text
-        assert end == pytest.approx(ref_end, abs=FRAME), text
-
-
 def kinds(path: Path) -> list[tuple[str, str]]:
     return [(s["type"], s["codec"]) for s in stream_list(path) or []]
 
@@ -105,7 +75,7 @@ async def test_chunked_output_has_the_single_pass_subtitles(
     got, want = cues(out), cues(ref)
     assert want, "the single pass kept no cue: the fixture is wrong"
     assert_same_cues(got, want)
-    assert "Three" in [t for _, t, _, _ in got]
+    assert "Three" in [t for t, _, _ in got]
 
 
 async def test_chunked_webm_converts_subtitles_to_webvtt(subtitled, sqlite_db, new_job, tmp_path) -> None:
@@ -113,7 +83,7 @@ async def test_chunked_webm_converts_subtitles_to_webvtt(subtitled, sqlite_db, n
     out = await chunked(job_id, subtitled, tmp_path / "chunked.webm", WEBM)
     ref = await asyncio.to_thread(single_pass, subtitled, tmp_path / "single.webm", WEBM)
     assert kinds(out) == [("video", "vp9"), ("audio", "opus"), ("subtitle", "webvtt")] == kinds(ref)
-    assert [t for _, t, _, _ in cues(out)] == ["One", "Two", "Three"]
+    assert [t for t, _, _ in cues(out)] == ["One", "Two", "Three"]
     assert_same_cues(cues(out), cues(ref))
 
 
@@ -174,4 +144,4 @@ async def test_trimmed_chunked_output_keeps_clipped_cues_without_moving_video_or
     # not; the 5.1 muxer moved everything by the dropped lead-in, 0.8 s here)
     for kind in ("video", "audio"):
         assert min(p for p, _ in got[kind]) == pytest.approx(min(p for p, _ in ref[kind]), abs=FRAME), kind
-    assert_cues(cue_list(out), expected_cues(subtitled, start, end))
+    assert_same_cues(cues(out), expected_cues(subtitled, start, end))
