@@ -77,6 +77,10 @@ async def test_failed_chunk_cancels_the_execution_and_later_chunks_never_encode(
 
     wrapper, record = recording_ffmpeg(tmp_path, failing=1, slow=3)
     cloud_run.env["MPR_FFMPEG"] = str(wrapper)
+    # containers take a second to start, as on Cloud Run: without it the 7 tasks left after the
+    # failure find the marker and exit within CANCEL_DELAY on a fast machine, and the execution
+    # ends by itself (NON_ZERO_EXIT_CODE) before the server's cancel
+    cloud_run.start_seconds = 1.0
     job = await seed_job(long_clip)
     started = time.monotonic()
     name = await get_executor("gcp").submit(job)

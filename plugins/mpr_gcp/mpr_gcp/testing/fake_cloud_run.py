@@ -107,6 +107,7 @@ class FakeTask:
     logs: list[Path] = field(default_factory=list)
     proc: subprocess.Popen | None = None
     started: float = 0.0
+    start_at: float = 0.0
 
 
 @dataclass
@@ -232,6 +233,7 @@ class FakeCloudRun:
         max_retries: int = 3,
         command: list[str] | None = None,
         grace_seconds: float = 5.0,
+        start_seconds: float = 0.0,
         log_dir: Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -242,6 +244,9 @@ class FakeCloudRun:
         self.max_retries = max_retries
         self.command = command or [sys.executable, "-m", "mpr_gcp.task"]
         self.grace_seconds = grace_seconds
+        self.start_seconds = start_seconds
+        """Container start latency: an attempt's process starts this long after its slot is free
+        (real Cloud Run takes seconds); a cancel meanwhile means it never starts."""
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="fake-cloud-run-"))
         self.executions: dict[str, FakeExecution] = {}
         self.operations: dict[str, FakeExecution] = {}
@@ -378,6 +383,15 @@ class FakeCloudRun:
 
     # --- task runner -----------------------------------------------------
 
+    def _schedule(self, execution: FakeExecution, task: FakeTask) -> None:
+        """Give ``task`` its slot: its process starts now, or after the container start latency."""
+        task.proc = None
+        if self.start_seconds > 0:
+            task.start_at = time.monotonic() + self.start_seconds
+            task.state = "running"  # the API counts a starting container as running
+        else:
+            self._start(execution, task)
+
     def _start(self, execution: FakeExecution, task: FakeTask) -> None:
         env = {k: os.environ[k] for k in _BASE_ENV if k in os.environ}
         env.update(execution.base_env)
@@ -418,13 +432,20 @@ class FakeCloudRun:
                     term_sent_at = term_sent_at or time.monotonic()
                 while pending and len(running) < execution.parallelism:
                     task = pending.popleft()
-                    self._start(execution, task)
+                    self._schedule(execution, task)
                     running.append(task)
                 execution.peak_running = max(execution.peak_running, len(running))
             time.sleep(0.05)
             now = time.monotonic()
             for task in list(running):
-                assert task.proc is not None
+                if task.proc is None:  # its container is still starting
+                    with execution.lock:
+                        if execution.cancelled:
+                            task.state = "cancelled"
+                            running.remove(task)
+                        elif now >= task.start_at:
+                            self._start(execution, task)
+                    continue
                 code = task.proc.poll()
                 if code is None:
                     if (
@@ -446,7 +467,7 @@ class FakeCloudRun:
                     elif task.attempt < execution.max_retries:
                         task.attempt += 1
                         execution.retried += 1
-                        self._start(execution, task)
+                        self._schedule(execution, task)
                         running.append(task)
                     else:
                         task.state = "failed"
