@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -47,8 +48,31 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+_port_picker = random.SystemRandom()  # not the seedable global one: parallel runs and forks must not pick alike
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago."""
+    """A TCP port that was free a moment ago, drawn below the kernel's ephemeral range.
+
+    Callers bind it later (a server in a subprocess, a Redis restarted on the same
+    port). A port from the ephemeral range (what ``bind(0)`` returns) can be taken
+    in between by any outgoing connection's source port or another process's
+    ``bind(0)``, more often on a busy CI machine; below that range only another
+    explicit pick can collide.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    if low > 12_000:
+        for _ in range(200):
+            port = _port_picker.randrange(max(10_000, low - 12_000), low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -283,11 +307,24 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port):
+        # ready = answers PING: a restarted server listens before it has loaded its AOF and
+        # meanwhile refuses commands with LOADING (a test's first command would fail)
+        deadline = time.monotonic() + 30
+        while not self.ready():
+            if self.proc.poll() is not None:  # not someone else's listener mistaken for ours
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}): port {self.port} taken?")
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.02)
+
+    def ready(self) -> bool:
+        """True once the server answers PING with PONG (not LOADING, not refused)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

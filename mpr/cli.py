@@ -107,14 +107,19 @@ def migrate() -> None:
 def scan() -> None:
     """Register new media files found under MEDIA_IN and probe them."""
     from mpr import service
+    from mpr.auto import check_settings
 
-    _db_ready(sync=False)
+    auto = bool(_settings().auto_preset)
+    _db_ready(sync=auto)  # MPR_AUTO_PRESET may name a built-in preset: have them
+    _run(check_settings())  # a bad MPR_AUTO_PRESET fails here, before anything is registered
     result = _run(service.scan())
     again = f", probed again {result.updated}" if result.updated else ""
     back = f", back {result.restored}" if result.restored else ""
+    queued = f", queued {result.queued}" if auto else ""
+    not_for = f", auto-skipped {result.auto_skipped}" if result.auto_skipped else ""
     click.echo(
         f"found {result.found}, registered {result.registered}, skipped {result.skipped}{again}{back}, "
-        f"missing {result.missing}"
+        f"missing {result.missing}{queued}{not_for}"
     )
     for error in result.errors:
         click.echo(f"  error: {error}", err=True)
@@ -514,9 +519,13 @@ def serve(
     media_out()
 
     async def prepare() -> None:
+        from mpr.auto import check_settings
+
         await init_db()
         try:
-            await ensure_migrated(sync=processes > 1)  # the children of --processes N would race to create presets
+            # the children of --processes N would race to create presets; MPR_AUTO_PRESET may name one
+            await ensure_migrated(sync=processes > 1 or bool(settings.auto_preset))
+            await check_settings(settings)  # a bad MPR_AUTO_PRESET stops mpr serve here
         finally:
             await close_db()
 

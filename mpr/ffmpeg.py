@@ -326,7 +326,7 @@ _MUXER_ALIASES = {"mkv": "matroska", "mka": "matroska", "m4v": "mp4", "m4a": "ip
 VORBIS_LAYOUTS = ("mono", "stereo", "3.0", "quad", "5.0", "5.1", "6.1", "7.1")
 # encoder -> the layouts it takes as they are (ffmpeg 5.1; the other encoders MPR drives take any layout
 # of 1-8 channels, or declare theirs and ffmpeg converts: aac, ac3, alac, libmp3lame, flac, pcm; only
-# 9+ channels need help, see audio_layout_args)
+# 9+ channels need help, see audio_track_args)
 LAYOUT_LIMITED_ENCODERS: dict[str, frozenset[str]] = {
     "libopus": frozenset(VORBIS_LAYOUTS),
     "libvorbis": frozenset(VORBIS_LAYOUTS) | {"quad(side)", "5.0(side)", "5.1(side)"},
@@ -345,13 +345,57 @@ def _layout_of(stream: dict) -> str | None:
     return _GUESSED_LAYOUTS[count - 1] if 1 <= count <= len(_GUESSED_LAYOUTS) else None
 
 
-def audio_layout_args(src: str | Path, dst: str | Path, preset: Preset, acodec: str | None) -> list[str]:
-    """Per-track arguments that turn each mapped audio track into a layout ``acodec`` takes (usually none).
+# encoder -> the sample rates ffmpeg 5.1's encoder takes (``ffmpeg -h encoder=X``); the others take any
+ENCODER_SAMPLE_RATES: dict[str, tuple[int, ...]] = {
+    "aac": (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350),
+    "libmp3lame": (48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000),
+    "libopus": (48000, 24000, 16000, 12000, 8000),
+    "ac3": (48000, 44100, 32000),
+}
+# loudnorm's true peak ceiling (dBTP) and loudness range target (LU) with every preset's own target: the
+# values of the filter author's guide (I=-16:TP=-1.5:LRA=11; ffmpeg's defaults are TP=-2, LRA=7, an LRA
+# that compresses more); -1.5 dBTP keeps headroom for lossy encoders' overshoot (EBU R128 allows -1)
+LOUDNORM_TRUE_PEAK = -1.5
+LOUDNORM_RANGE = 11
+_DEFAULT_SAMPLE_RATE = 48000  # a track whose rate cannot be read
 
-    A track of more than 8 channels (ffmpeg 5.1 knows no rematrix from an
-    unnamed 9+ channel layout, so every encoder but pcm and libvorbis fails
-    the whole job on it) keeps its first 8 channels as 7.1 (``-filter:a:N
-    pan=7.1|c0=c0…``); ffmpeg then converts 7.1 to what the encoder takes,
+
+def loudnorm_filter(target: int) -> str:
+    """The ``loudnorm`` filter (EBU R128, single pass) that brings a track to ``target`` LUFS integrated.
+
+    Single pass means loudnorm's dynamic mode: it measures as it goes (3 s
+    window) and adjusts the gain smoothly, with a true-peak limiter at
+    :data:`LOUDNORM_TRUE_PEAK`; it works at 192 kHz internally, so
+    :func:`audio_track_args` sets each track's output rate.
+    """
+    return f"loudnorm=I={target}:TP={LOUDNORM_TRUE_PEAK}:LRA={LOUDNORM_RANGE}"
+
+
+def _output_rate(source_rate: int | None, acodec: str) -> int:
+    """The sample rate a loudness-normalised track is written at when the preset sets none: the source's,
+    or the one nearest to it that ``acodec`` takes (what ffmpeg picks for that encoder without loudnorm)."""
+    rate = source_rate or _DEFAULT_SAMPLE_RATE
+    allowed = ENCODER_SAMPLE_RATES.get(acodec)
+    if not allowed or rate in allowed:
+        return rate
+    return min(allowed, key=lambda r: (abs(r - rate), -r))
+
+
+def audio_track_args(src: str | Path, dst: str | Path, preset: Preset, acodec: str | None) -> list[str]:
+    """Per-track arguments for each mapped audio track: a layout ``acodec`` takes, the loudness normalisation.
+
+    Loudness (``extra.loudnorm``, LUFS): every encoded track gets
+    ``-filter:a:N`` :func:`loudnorm_filter` and, unless the preset sets
+    ``sample_rate`` (``-ar``), ``-ar:a:N`` its source's rate (the nearest one
+    the encoder takes, see :func:`_output_rate`): loudnorm would otherwise
+    hand 192 kHz to the encoder. A source whose tracks cannot be read gets
+    the filter for all its audio (``-filter:a``), written at 48 kHz.
+
+    Layouts (usually nothing): a track of more than 8 channels (ffmpeg 5.1
+    knows no rematrix from an unnamed 9+ channel layout, so every encoder
+    but pcm and libvorbis fails the whole job on it) keeps its first 8
+    channels as 7.1 (``-filter:a:N pan=7.1|c0=c0…``, before loudnorm); pcm
+    keeps them all. ffmpeg then converts 7.1 to what the encoder takes,
     as it does for any 1-8 channel track (ac3: 5.1(side), libmp3lame:
     stereo, alac: 6.1(back)) or to the preset's ``channels``. That is the
     only argument a preset with ``channels`` gets here (its count, for an
@@ -366,24 +410,38 @@ def audio_layout_args(src: str | Path, dst: str | Path, preset: Preset, acodec: 
     speaker into the nearest ones). The tracks are those
     :func:`stream_maps` maps, numbered as in the output.
     """
-    if acodec is None or acodec == "copy" or acodec in KEEP_ALL_CHANNELS_ENCODERS:
+    if acodec is None or acodec == "copy":
+        return []
+    loudness = (preset.extra or {}).get("loudnorm")
+    if acodec in KEEP_ALL_CHANNELS_ENCODERS and loudness is None:
         return []
     accepted = LAYOUT_LIMITED_ENCODERS.get(acodec)
     from mpr.probe import stream_list
 
     muxer = _output_muxer(preset, dst)
-    tracks = [s for s in stream_list(src) or [] if s.get("type") == "audio"]
+    streams = stream_list(src)
+    if streams is None and loudness is not None:
+        whole = ["-filter:a", loudnorm_filter(loudness)]
+        return whole if preset.sample_rate else [*whole, "-ar", str(_output_rate(None, acodec))]
+    tracks = [s for s in streams or [] if s.get("type") == "audio"]
     if _MUXER_ALIASES.get(muxer, muxer) in _ONE_AUDIO_MUXERS:
         tracks = tracks[:1]
     args: list[str] = []
     for n, stream in enumerate(tracks):
         count = stream.get("channels") or 0
-        if count > len(VORBIS_LAYOUTS):
+        filters: list[str] = []
+        if count > len(VORBIS_LAYOUTS) and acodec not in KEEP_ALL_CHANNELS_ENCODERS:
             # no rematrix from an unnamed 9+ channel layout exists in ffmpeg: keep the first 8 channels
             keep = "|".join(f"c{i}=c{i}" for i in range(len(VORBIS_LAYOUTS)))
-            args += [f"-filter:a:{n}", f"pan={VORBIS_LAYOUTS[-1]}|{keep}"]
+            filters.append(f"pan={VORBIS_LAYOUTS[-1]}|{keep}")
         elif accepted is not None and not preset.channels and count and _layout_of(stream) not in accepted:
             args += [f"-ch_layout:a:{n}", VORBIS_LAYOUTS[count - 1]]
+        if loudness is not None:
+            filters.append(loudnorm_filter(loudness))
+            if not preset.sample_rate:
+                args += [f"-ar:a:{n}", str(_output_rate(stream.get("sample_rate"), acodec))]
+        if filters:
+            args += [f"-filter:a:{n}", ",".join(filters)]
     return args
 
 
@@ -667,7 +725,8 @@ def build_command(
     Which streams go in is :func:`stream_maps`'s choice (all audio tracks,
     subtitles the container holds, no data or attachment streams); a track
     whose channel layout the audio encoder refuses is converted to one it
-    takes (see :func:`audio_layout_args`).
+    takes, and ``extra.loudnorm`` normalises every encoded track's loudness
+    (see :func:`audio_track_args`).
     ``video=False``/``audio=False`` drop that stream (the chunker encodes
     them separately); ``subtitles`` is :func:`stream_maps`'s. Progress goes
     to stdout (``-progress pipe:1``).
@@ -744,7 +803,7 @@ def build_command(
     keep_subtitles = subtitles if subtitles is not None else (video and audio)
     trimmed = bool(start) or end is not None
     maps = stream_maps(src, dst, preset, video=video, audio=audio, subtitles=keep_subtitles and not trimmed)
-    maps += audio_layout_args(src, dst, preset, acodec)
+    maps += audio_track_args(src, dst, preset, acodec)
     subtitle_inputs: list[str] = []
     if keep_subtitles and trimmed:
         # not the source's own subtitle packets after its -ss (see trimmed_subtitle_inputs)

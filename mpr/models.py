@@ -25,6 +25,14 @@ class AssetStatus(StrEnum):
     MISSING = "missing"  # a scan no longer found the file in MEDIA_IN; the next scan that finds it restores it
 
 
+class AutoStatus(StrEnum):
+    """Where an asset stands with automatic transcoding (``MPR_AUTO_PRESET``); null: not an auto asset."""
+
+    PENDING = "pending"  # registered while MPR_AUTO_PRESET was set: one job is due once it is ready
+    QUEUED = "queued"  # its job was created (the claim and the job row are one transaction)
+    SKIPPED = "skipped"  # the preset does not apply, or the file already has its format
+
+
 class JobStatus(StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
@@ -63,6 +71,9 @@ class MediaAsset(Model):
     channels = fields.IntField(null=True)
     probe = fields.JSONField(null=True)
     comments = fields.TextField(default="")
+    auto = fields.CharEnumField(
+        AutoStatus, max_length=16, null=True, db_index=True, description="automatic transcoding (MPR_AUTO_PRESET)"
+    )
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

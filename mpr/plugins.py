@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "mpr.default_plugins.file_storage",
     "mpr.default_plugins.presets",
     "mpr.default_plugins.sinks",
+    "mpr.default_plugins.notify",
 )
 
 # Which pip package provides a well-known executor or storage scheme, for the

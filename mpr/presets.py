@@ -170,7 +170,12 @@ EXTRA_OPTIONS: dict[str, Callable[[Any], Any]] = {
     "bufsize": _bitrate,
     "faststart": _bool,
     "tag": _choice("hvc1", "hev1", "avc1"),
+    # EBU R128 loudness normalisation: the integrated loudness (LUFS) every audio track is brought to
+    # (-23: EBU R128 broadcast, -16: streaming/podcasts), see mpr.ffmpeg.loudnorm_filter
+    "loudnorm": _int_range(-70, -5),
 }
+# extra options that are not about the video: the container's (faststart) and the audio's (loudnorm)
+NOT_VIDEO_EXTRAS = frozenset({"faststart", "loudnorm"})
 
 
 def _fail(field_name: str, message: str) -> ValidationError:
@@ -330,9 +335,13 @@ def validate_preset(data: dict[str, Any] | Preset, *, encoders: frozenset[str] |
             extra[key] = check(value)
         except ValueError as exc:
             raise _fail("extra", f"{key} {exc}, got {value!r}") from None
-    video_only = {k for k in extra if k not in ("faststart",)}
+    video_only = {k for k in extra if k not in NOT_VIDEO_EXTRAS}
     if video_only and not encoding_video:
         raise _fail("extra", f"{', '.join(sorted(video_only))} only apply when encoding video")
+    if "loudnorm" in extra and audio_codec == "copy":
+        raise _fail("extra", "loudnorm needs the audio re-encoded: audio_codec 'copy' keeps it as it is")
+    if "loudnorm" in extra and audio_codec is None:
+        raise _fail("extra", "loudnorm needs audio: this preset drops it (audio_codec none)")
     if video_codec in DEFAULT_YUV420P_CODECS and "pix_fmt" not in extra:
         extra["pix_fmt"] = "yuv420p"
 

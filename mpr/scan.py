@@ -16,6 +16,12 @@ An asset whose file is no longer listed becomes ``missing`` (jobs cannot be
 created from it); a later scan that lists the file again probes it and
 restores it (``ready``, or ``error`` if the new file is broken). The asset,
 its jobs and its comments are kept throughout.
+
+Job outputs are never registered as sources when MEDIA_OUT overlaps MEDIA_IN
+(:class:`OutputGuard`): nothing new under a MEDIA_OUT folder inside MEDIA_IN,
+and, when both are the same root, no file a job writes or wrote. With
+``MPR_AUTO_PRESET`` (:mod:`mpr.auto`) a scan ends by queueing the new ready
+assets' jobs (``queued``).
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ from tortoise.exceptions import IntegrityError
 
 from mpr.errors import MprError, NotFound, ProbeError, ValidationError
 from mpr.jobs import now
-from mpr.models import AssetKind, AssetStatus, MediaAsset
+from mpr.models import AssetKind, AssetStatus, AutoStatus, JobStatus, MediaAsset, TranscodeJob
 from mpr.probe import probe
 from mpr.settings import Settings, get_settings
-from mpr.storage import ObjectInfo, Storage, media_in, safe_key
+from mpr.storage import ObjectInfo, Storage, media_in, media_out, safe_key
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,8 @@ class ScanResult:
     restored: int = 0  # missing assets whose file is back, probed again
     waiting: int = 0  # new or changed files left for the next pass: still changing (only with previous_looks)
     looks: dict[str, tuple[int, float]] = field(default_factory=dict)  # (size, mtime) of those, for the next pass
+    queued: int = 0  # auto jobs created (MPR_AUTO_PRESET) for new ready assets
+    auto_skipped: int = 0  # new assets MPR_AUTO_PRESET does not apply to, or already in its format
 
 
 def extension(key: str) -> str:
@@ -103,9 +111,13 @@ async def probe_asset_fields(key: str, settings: Settings | None = None) -> dict
     return await asyncio.to_thread(_probe_key, storage, key)
 
 
-async def register(key: str, *, size: int | None = None, settings: Settings | None = None) -> tuple[MediaAsset, bool]:
+async def register(
+    key: str, *, size: int | None = None, settings: Settings | None = None, auto: bool = False
+) -> tuple[MediaAsset, bool]:
     """The asset for MEDIA_IN ``key``, probing and creating it if it is new; returns (asset, created).
 
+    ``auto`` (scans and uploads): with MPR_AUTO_PRESET set, a new asset is
+    marked ``auto = pending`` (:func:`mpr.auto.queue_pending` creates its job).
     Raises ValidationError for an unsupported extension and NotFound when the
     file does not exist.
     """
@@ -118,7 +130,8 @@ async def register(key: str, *, size: int | None = None, settings: Settings | No
     existing = await MediaAsset.get_or_none(path=key)
     if existing is not None:
         return existing, False
-    storage = media_in(settings or get_settings())
+    settings = settings or get_settings()
+    storage = media_in(settings)
     if size is None:
         try:
             size = (await asyncio.to_thread(storage.stat, key)).size
@@ -127,6 +140,8 @@ async def register(key: str, *, size: int | None = None, settings: Settings | No
     fields = await probe_asset_fields(key, settings)
     fields.setdefault("kind", kind_of(key))
     fields["size"] = size
+    if auto and settings.auto_preset:
+        fields["auto"] = AutoStatus.PENDING  # set by the one INSERT that wins: the job is due once
     try:
         asset = await MediaAsset.create(path=key, filename=posixpath.basename(key), **fields)
     except IntegrityError:
@@ -169,8 +184,13 @@ async def scan(
     probed = {path for path, _, status in rows if status in (AssetStatus.ERROR, AssetStatus.READY)}
     missing = {path for path, _, status in rows if status == AssetStatus.MISSING}
     del rows
-    result = ScanResult(found=len(objects))
+    outputs = await OutputGuard(settings).outputs([o.key for o in objects if o.key not in known])
+    if outputs:
+        log.debug("scan: %d job output(s) in MEDIA_IN not registered: %s", len(outputs), sorted(outputs)[:10])
+    result = ScanResult(found=len(objects) - len(outputs))
     for obj in objects:
+        if obj.key in outputs:
+            continue
         changed = obj.key in missing or (obj.key in probed and obj.size != known[obj.key]) or obj.key not in known
         if changed and not _settled(obj, previous_looks, result):
             if obj.key in known:
@@ -202,7 +222,7 @@ async def scan(
             result.skipped += 1
             continue
         try:
-            asset, created = await register(obj.key, size=obj.size, settings=settings)
+            asset, created = await register(obj.key, size=obj.size, settings=settings, auto=True)
         except MprError as exc:
             result.errors.append(f"{obj.key}: {exc}")
             continue
@@ -215,17 +235,73 @@ async def scan(
         else:
             log.info("registered %s (asset %s): %s", obj.key, asset.id, asset.status.value)
     result.missing = await _mark_missing({o.key for o in objects}, listed_at)
-    quiet = previous_looks is not None and not (result.registered or result.updated or result.restored)
+    if settings.auto_preset:
+        from mpr.auto import queue_pending
+
+        auto = await queue_pending(settings)
+        result.queued, result.auto_skipped = auto.queued, auto.skipped
+        result.errors += auto.errors
+    changed = result.registered or result.updated or result.restored or result.queued or result.auto_skipped
+    quiet = previous_looks is not None and not changed
     log.log(
         logging.DEBUG if quiet else logging.INFO,  # the watch folder's passes that changed nothing
-        "scan of %s: %d found, %d registered, %d skipped, %d missing",
+        "scan of %s: %d found, %d registered, %d skipped, %d missing%s",
         storage.root,
         result.found,
         result.registered,
         result.skipped,
         result.missing,
+        f", {result.queued} queued, {result.auto_skipped} not for {settings.auto_preset}"
+        if settings.auto_preset
+        else "",
     )
     return result
+
+
+class OutputGuard:
+    """Which listed MEDIA_IN keys are job outputs, when MEDIA_OUT overlaps MEDIA_IN (never sources).
+
+    MEDIA_OUT a folder inside MEDIA_IN: everything under it. The same root, or
+    MEDIA_IN inside MEDIA_OUT: the files whose MEDIA_OUT key is the output of
+    a job that is not failed or cancelled (a failed job wrote nothing: a file
+    under its reserved name is someone's source). Roots are compared resolved
+    (``Storage.locate``); backends without it never overlap.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.subtree: str | None = None  # MEDIA_IN key prefix of a MEDIA_OUT inside MEDIA_IN
+        self.out_prefix: str | None = None  # prefix making a MEDIA_IN key a MEDIA_OUT key ("" for the same root)
+        try:
+            source, out = media_in(settings), media_out(settings)
+        except MprError:  # MEDIA_OUT's backend is not installed here: nothing of it can be listed either
+            return
+        locate_in, locate_out = getattr(source, "locate", None), getattr(out, "locate", None)
+        if locate_in is None or locate_out is None:
+            return
+        base_in, base_out = locate_in("").rstrip("/"), locate_out("").rstrip("/")
+        if base_in == base_out:
+            self.out_prefix = ""
+        elif base_out.startswith(base_in + "/"):
+            self.subtree = base_out[len(base_in) + 1 :] + "/"
+        elif base_in.startswith(base_out + "/"):
+            self.out_prefix = base_in[len(base_out) + 1 :] + "/"
+
+    async def outputs(self, keys: list[str]) -> set[str]:
+        """The job outputs among MEDIA_IN ``keys``."""
+        if self.subtree is not None:
+            return {k for k in keys if k.startswith(self.subtree)}
+        if self.out_prefix is None or not keys:
+            return set()
+        by_out = {self.out_prefix + k: k for k in keys}
+        names = list(by_out)
+        found: set[str] = set()
+        for chunk in range(0, len(names), 500):  # stay below SQLite's bound-parameter limit
+            found.update(
+                await TranscodeJob.filter(output_path__in=names[chunk : chunk + 500])
+                .exclude(status__in=[JobStatus.FAILED, JobStatus.CANCELLED])
+                .values_list("output_path", flat=True)
+            )
+        return {by_out[name] for name in found}
 
 
 async def _mark_missing(listed: set[str], listed_at: datetime.datetime) -> int:

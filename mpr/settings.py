@@ -78,6 +78,42 @@ def env_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...] = ("http
     return value
 
 
+NOTIFY_EVENTS = ("completed", "failed", "cancelled")
+
+
+def _notify_urls(env: Mapping[str, str]) -> tuple[str, ...]:
+    """MPR_NOTIFY_URL: comma-separated http(s) URLs that get a POST when a job ends; ConfigError for others."""
+    from urllib.parse import urlsplit
+
+    urls = []
+    for raw in (env_str(env, "MPR_NOTIFY_URL") or "").split(","):
+        url = raw.strip()
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises ValueError for a bad port)
+        except ValueError:
+            raise ConfigError(f"MPR_NOTIFY_URL has an invalid URL: {url!r}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"MPR_NOTIFY_URL must be http:// or https:// URLs (comma-separated), got {url!r}")
+        urls.append(url)
+    return tuple(dict.fromkeys(urls))
+
+
+def _notify_events(env: Mapping[str, str]) -> tuple[str, ...]:
+    """MPR_NOTIFY_EVENTS: which final statuses notify (``completed,failed,cancelled``; ``job.`` prefix allowed)."""
+    raw = env_str(env, "MPR_NOTIFY_EVENTS")
+    if raw is None:
+        return NOTIFY_EVENTS
+    names = [n.strip().lower().removeprefix("job.") for n in raw.split(",") if n.strip()]
+    if not names or any(n not in NOTIFY_EVENTS for n in names):
+        raise ConfigError(
+            f"MPR_NOTIFY_EVENTS must be a comma-separated subset of {','.join(NOTIFY_EVENTS)}, got {raw!r}"
+        )
+    return tuple(n for n in NOTIFY_EVENTS if n in names)
+
+
 def find_ffmpeg(configured: str | None) -> str:
     """Return the ffmpeg binary: MPR_FFMPEG, else ``ffmpeg`` on PATH, else imageio-ffmpeg's."""
     if configured:
@@ -151,6 +187,12 @@ class Settings:
     log_level: str = "INFO"
     forwarded_allow_ips: str = "127.0.0.1"
     ffmpeg_nice: int = 10
+    notify_urls: tuple[str, ...] = ()  # MPR_NOTIFY_URL: POST a signed JSON notification when a job ends
+    notify_secret: str | None = None  # MPR_NOTIFY_SECRET: HMAC key of those notifications (unset: unsigned)
+    notify_events: tuple[str, ...] = NOTIFY_EVENTS  # MPR_NOTIFY_EVENTS: which final statuses notify
+    auto_preset: str | None = None  # MPR_AUTO_PRESET: a preset name or id; every newly registered asset gets a job
+    auto_skip_matching: bool = True  # MPR_AUTO_SKIP_MATCHING: no auto job for an asset already in the preset's format
+    auto_chunked: bool = False  # MPR_AUTO_CHUNKED: auto jobs are chunked
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -203,6 +245,12 @@ class Settings:
             # admin's login rate limit, https for Secure cookies); nginx on the same machine by default
             forwarded_allow_ips=env_str(env, "MPR_FORWARDED_ALLOW_IPS", "127.0.0.1"),
             ffmpeg_nice=_nice(env),
+            notify_urls=_notify_urls(env),
+            notify_secret=env_str(env, "MPR_NOTIFY_SECRET"),
+            notify_events=_notify_events(env),
+            auto_preset=env_str(env, "MPR_AUTO_PRESET"),
+            auto_skip_matching=env_bool(env, "MPR_AUTO_SKIP_MATCHING", True),
+            auto_chunked=env_bool(env, "MPR_AUTO_CHUNKED"),
         )
 
     @functools.cached_property
@@ -219,12 +267,25 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """Settings as a dict with secrets replaced by ``"***"`` (for status pages and logs)."""
-        secret = {"api_token", "admin_password", "callback_secret"}
+        secret = {"api_token", "admin_password", "callback_secret", "notify_secret"}
         out: dict[str, object] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             out[name] = "***" if name in secret and value else value
+        # webhook URLs often carry a token in their path or query (Slack, Discord): only their origin is shown
+        out["notify_urls"] = tuple(origin(u) + "/***" for u in self.notify_urls)
         return out
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, without user info, path or query (for logs and status pages)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 @functools.lru_cache(maxsize=1)

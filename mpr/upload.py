@@ -199,7 +199,8 @@ async def upload(
     Returns (asset, renamed). ``length`` is the announced size (Content-Length),
     checked before anything is read. Raises StorageError (escaping key),
     ValidationError (not a media file), UploadTooLarge; nothing stays behind
-    when any of them (or a dropped connection) stops the upload.
+    when any of them (or a dropped connection) stops the upload. With
+    MPR_AUTO_PRESET the new asset's job is created (:mod:`mpr.auto`).
     """
     from mpr.settings import get_settings
 
@@ -232,7 +233,11 @@ async def upload(
         with contextlib.suppress(OSError):
             tmp.unlink()
     log.info("upload: %s stored in MEDIA_IN (%d bytes)", stored, size)
-    asset, _created = await register(stored, size=size, settings=settings)
+    asset, created = await register(stored, size=size, settings=settings, auto=True)
+    if created and settings.auto_preset:  # MPR_AUTO_PRESET: its job now (errors are logged; a scan retries)
+        from mpr.auto import queue_pending
+
+        await queue_pending(settings, [asset.id])
     return asset, stored != key
 
 

@@ -166,13 +166,14 @@ async def scan_loop(interval: float, settings: Settings) -> None:
                 log.info("watch-folder scan works again after %d failed pass(es)", failing)
                 failing = 0
             looks = result.looks
-            if result.registered or result.updated or result.restored:
+            if result.registered or result.updated or result.restored or result.queued:
                 log.info(
-                    "watch folder: %d registered, %d probed again, %d restored, %d still changing",
+                    "watch folder: %d registered, %d probed again, %d restored, %d still changing, %d queued",
                     result.registered,
                     result.updated,
                     result.restored,
                     result.waiting,
+                    result.queued,
                 )
     finally:
         await lease.give_back()

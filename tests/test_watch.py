@@ -146,11 +146,12 @@ async def test_a_redis_lease_is_renewed_while_a_long_pass_runs(media, redis_url,
     settings = get_settings()
     client = aioredis.from_url(redis_url)
     await client.delete(LEASE_KEY)
-    holder, other = ScanLease(settings, ttl=1), ScanLease(settings, ttl=1)
+    # renewed every ttl/3: a 3 s ttl leaves a busy machine 2 s of slack per renewal
+    holder, other = ScanLease(settings, ttl=3), ScanLease(settings, ttl=3)
     try:
         assert await holder.take() is True
         keeping = asyncio.create_task(holder.keep())
-        await asyncio.sleep(2.5)  # a pass longer than the ttl
+        await asyncio.sleep(7.0)  # a pass more than twice the ttl
         assert await other.take() is False  # renewed meanwhile: still the holder's
         keeping.cancel()
         await asyncio.gather(keeping, return_exceptions=True)

@@ -567,6 +567,10 @@ class ScanResult:
     skipped: int
     errors: list[str]
     missing: int = 0
+    queued: int = strawberry.field(default=0, description="Jobs created by MPR_AUTO_PRESET for new media.")
+    auto_skipped: int = strawberry.field(
+        default=0, description="New media MPR_AUTO_PRESET does not apply to, or already in its format (logged)."
+    )
 
 
 @strawberry.type
@@ -879,6 +883,8 @@ class Mutation:
             skipped=result.skipped,
             errors=[str(e) for e in getattr(result, "errors", []) or []],
             missing=result.missing,
+            queued=result.queued,
+            auto_skipped=result.auto_skipped,
         )
 
     @strawberry.mutation(permission_classes=[TokenRequired])

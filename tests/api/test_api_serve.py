@@ -55,13 +55,15 @@ def served(request, tmp_path, clips):
     proc = _mpr("serve", "--port", str(port), *extra, env=env, background=True, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 90  # a process start-up on a busy CI machine
+        while True:
             assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
             try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
+            assert time.monotonic() < deadline, "mpr serve not ready: " + (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.1)
         yield url, tmp_path
     finally:

@@ -12,7 +12,13 @@ import redis
 from mpr.bus import RedisStreamsBus, decode_event, encode_event, stream_key
 from mpr.events import PROGRESS, STATUS, JobEvent
 
-from .conftest import job_id
+from .conftest import job_id, wait_until
+
+
+def blocked_clients(server) -> int:
+    """Clients of ``server`` waiting in a blocking command right now."""
+    return int(redis.Redis.from_url(server.url).info("clients")["blocked_clients"])
+
 
 WRITER = """
 import asyncio, sys
@@ -90,14 +96,14 @@ async def test_blocking_reader_gets_events_without_polling_and_resumes(own_redis
                 after = e.seq
 
     task = asyncio.create_task(reader())
-    await asyncio.sleep(1.0)  # idle: the reader sits in one XREAD BLOCK
+    await wait_until(lambda: blocked_clients(own_redis) == 1, 10)  # the reader is in its XREAD BLOCK
+    await asyncio.sleep(1.0)  # idle: the reader sits in that one XREAD BLOCK
     assert own_redis.info_calls("xread") - before == 1  # one XREAD BLOCK for a whole idle second
-    sent = time.perf_counter()
     await bus.append(JobEvent(job_id=j, type=PROGRESS, progress=2.0))
     await bus.append(JobEvent(job_id=j, type=STATUS, status="completed"))
-    await asyncio.wait_for(task, 5)
+    # woken by the append: the block it sits in lasts 10 s, longer than this wait
+    await asyncio.wait_for(task, 8)
     assert [e.seq for _, e in received] == [2, 3]
-    assert received[0][0] - sent < 0.2
     # that call woke up, then at most one more for the last event: no polling loop
     assert own_redis.info_calls("xread") - before <= 3
     await bus.close()
@@ -117,7 +123,7 @@ async def test_subscriber_survives_a_redis_restart_and_resumes_from_its_sequence
     task = asyncio.create_task(consume())
     for i in range(3):
         await bus.append(JobEvent(job_id=j, type=PROGRESS, progress=float(i)))
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: len(seen) >= 3, 10)
     assert seen == [1, 2, 3]
     await asyncio.to_thread(own_redis.stop)
     await asyncio.sleep(0.3)  # the subscriber notices and retries

@@ -265,8 +265,15 @@ def test_job_queue_catches_up_after_a_dropped_stream(page, ui_server, proxy, cli
     row = job_row(page, job_id)
     expect(row).to_have_attribute("data-status", "processing", timeout=30_000)
 
+    # every state the indicator takes is recorded: "reconnecting" may last only its 300 ms retry
+    # delay, shorter than Playwright's polling gaps when the browser notices the drop late
+    page.evaluate(
+        """() => { window.__liveStates = []; const queue = document.querySelector('.queue');
+             new MutationObserver(() => window.__liveStates.push(queue.querySelector('.live')?.dataset.state))
+               .observe(queue, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-state']}); }"""
+    )
     assert proxy.drop_all() > 0
-    expect(page.locator(".queue .live")).to_have_attribute("data-state", re.compile("reconnecting|connecting"))
+    page.wait_for_function("() => window.__liveStates.some(s => s === 'reconnecting' || s === 'connecting')")
     expect(page.locator(".queue .live")).to_have_attribute("data-state", "live", timeout=15_000)
     expect(row).to_have_attribute("data-status", "completed", timeout=120_000)
     expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")

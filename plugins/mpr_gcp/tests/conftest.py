@@ -9,6 +9,7 @@ and call the MPR app back over HTTP with a signed request.
 from __future__ import annotations
 
 import asyncio
+import socket
 import stat
 import threading
 import urllib.error
@@ -23,7 +24,7 @@ import pytest
 from mpr_storage_s3.testing import moto_server, s3_bucket  # noqa: F401
 
 from mpr.presets import Preset
-from testkit import ffmpeg_bin, free_port, make_clip
+from testkit import ffmpeg_bin, make_clip
 
 JOB = "projects/mpr-test/locations/europe-west1/jobs/mpr-transcode"
 SECRET = "gcp-test-callback-secret"
@@ -180,14 +181,17 @@ async def mpr_app(db, gcs: Gcs, cloud_run, monkeypatch: pytest.MonkeyPatch) -> A
     from mpr.api.app import create_app
     from mpr.settings import get_settings
 
-    port = free_port()
-    with CallbackRecorder(f"http://127.0.0.1:{port}") as recorder:
+    # bound here and handed to uvicorn: no window in which another process could take a "free" port
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    with sock, CallbackRecorder(f"http://127.0.0.1:{port}") as recorder:
         monkeypatch.setenv("MPR_PUBLIC_URL", recorder.url)
         monkeypatch.setenv("MPR_EXECUTOR", "gcp")
         reset_caches()
         app = create_app(get_settings())
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started:
             if serving.done():
                 serving.result()

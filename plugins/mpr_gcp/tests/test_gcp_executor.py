@@ -162,23 +162,24 @@ async def test_cancel_mid_run_stops_tasks_and_job_is_cancelled(mpr_app, cloud_ru
     from mpr import jobs
     from mpr.executors import get_executor
 
-    cloud_run.env["MPR_FFMPEG"] = str(ffmpeg_wrapper(tmp_path / "ffmpeg-slow", "sleep 60"))
+    record = tmp_path / "ffmpeg-starts.txt"
+    slow = ffmpeg_wrapper(tmp_path / "ffmpeg-slow", f'echo "$CLOUD_RUN_TASK_INDEX" >> "{record}"; sleep 60')
+    cloud_run.env["MPR_FFMPEG"] = str(slow)
     job = await seed_job(gop_clip)
     executor = get_executor("gcp")
     name = await executor.submit(job)
     execution = cloud_run.executions[name]
     deadline = time.monotonic() + 60
-    while execution.counts()["runningCount"] < 2:  # both slots busy encoding
+    # both slots busy in "ffmpeg": the tasks are past their imports (their SIGTERM handler is installed)
+    while not record.exists() or set(record.read_text().split()) != {"0", "1"}:
         assert time.monotonic() < deadline, cloud_run.task_log(name)
         await asyncio.sleep(0.1)
-    await asyncio.sleep(3)  # let the tasks reach ffmpeg (download + import)
     running = [t.proc for t in execution.tasks if t.state == "running"]
+    assert len(running) == 2
 
-    started = time.monotonic()
     cancelled = await jobs.transition(job.id, JobStatus.CANCELLED)
     await executor.cancel(cancelled)
-    await asyncio.to_thread(cloud_run.wait, name, 30)
-    assert time.monotonic() - started < 10
+    await asyncio.to_thread(cloud_run.wait, name, 30)  # well before the 60 s "encodes" could end
     assert all(p.poll() is not None for p in running)
     assert all(p.returncode == 143 for p in running), cloud_run.task_log(name)  # stopped by SIGTERM, not killed
     data = execution.to_json()
@@ -283,11 +284,15 @@ async def test_retry_after_a_failed_chunk_reruns_only_that_chunk(mpr_app, cloud_
 
 @SQLITE_ONLY
 async def test_server_watch_marks_chunks_done_and_reports_progress(mpr_app, cloud_run, gcs, gop_clip, tmp_path):
-    """The chunk rows and the progress bar follow the execution (the concat task is held back a little)."""
+    """The chunk rows and the progress bar follow the execution (the concat task is held back until 95 %)."""
     from mpr.executors import get_executor
 
+    gate = tmp_path / "concat-may-run"
     cloud_run.env["MPR_FFMPEG"] = str(
-        ffmpeg_wrapper(tmp_path / "ffmpeg-slow-concat", '[ "$CLOUD_RUN_TASK_INDEX" = "3" ] && sleep 4')
+        ffmpeg_wrapper(
+            tmp_path / "ffmpeg-held-concat",
+            f'if [ "$CLOUD_RUN_TASK_INDEX" = "3" ]; then while [ ! -e "{gate}" ]; do sleep 0.1; done; fi',
+        )
     )
     job = await seed_job(gop_clip)
     name = await get_executor("gcp").submit(job)
@@ -295,7 +300,9 @@ async def test_server_watch_marks_chunks_done_and_reports_progress(mpr_app, clou
     deadline = time.monotonic() + 120
     while (row := await TranscodeJob.get(id=job.id)).status == JobStatus.PROCESSING:
         seen.append(row.progress)
-        assert time.monotonic() < deadline, cloud_run.task_log(name)
+        if row.progress >= 95.0:
+            gate.touch()  # every chunk seen done: let the concat task's ffmpeg run
+        assert time.monotonic() < deadline, (seen, cloud_run.task_log(name))
         await asyncio.sleep(0.2)
     assert row.status == JobStatus.COMPLETED, (row.error, cloud_run.task_log(name))
     assert 95.0 in seen and seen == sorted(seen)  # every chunk seen done before the concat finished

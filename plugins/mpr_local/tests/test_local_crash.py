@@ -110,13 +110,14 @@ async def test_sigkilled_worker_job_is_reaped_and_queued_job_is_not_lost(
         os.kill(first.pid, signal.SIGKILL)
         first.kill()
         kill_orphans(lost.id.hex)
-        killed_at = time.monotonic()
         assert (await TranscodeJob.get(id=lost.id)).status is JobStatus.PROCESSING  # nobody told the database
 
         second = WorkerProcess(tmp_path / "worker-2.log")
-        job = await wait_for(lost.id, JobStatus.FAILED, timeout=30, why=second.text)
+        job = await wait_for(lost.id, JobStatus.FAILED, timeout=60, why=second.text)
         assert job.error.startswith(f"worker lost: no heartbeat from {job.worker} for 3 s")
-        assert time.monotonic() - killed_at >= 2.5  # not before the heartbeat timed out
+        # not before the heartbeat timed out: the last beat (the killed worker's) and the reaping,
+        # both stamped by the database clock
+        assert (job.finished_at - job.heartbeat_at).total_seconds() >= 3, (job.heartbeat_at, job.finished_at)
         done = await wait_for(queued.id, JobStatus.COMPLETED, JobStatus.FAILED, timeout=60, why=second.text)
         assert done.status is JobStatus.COMPLETED, done.error
         assert done.worker.split(":")[1] == str(second.pid)
@@ -149,15 +150,14 @@ async def test_sigterm_stops_worker_now_and_fails_its_running_job(sqlite_db, mon
     worker = WorkerProcess(tmp_path / "worker.log")
     try:
         await wait_for(job.id, JobStatus.PROCESSING, timeout=60, progress=1.0, why=worker.text)
-        start = time.monotonic()
         worker.proc.send_signal(signal.SIGTERM)
-        worker.proc.wait(15)
-        assert time.monotonic() - start < 8, worker.text()
+        worker.proc.wait(60)  # (the rest of the 20 s encode is not waited for: the job ends FAILED, not COMPLETED)
         job = await TranscodeJob.get(id=job.id)
-        assert job.status is JobStatus.FAILED
+        assert job.status is JobStatus.FAILED, worker.text()
         assert job.error == "worker stopped while the job was running; retry the job to run it again"
-        await asyncio.sleep(0.2)
-        assert not [p for p in Path(os.environ["MEDIA_OUT"]).rglob("*") if p.is_file()]
+        assert job.progress < 100
+        # the worker removed the partial output before it exited
+        assert not [p for p in Path(os.environ["MEDIA_OUT"]).rglob("*") if p.is_file()], worker.text()
     finally:
         worker.kill()
         kill_orphans(job.id.hex)
