@@ -286,7 +286,9 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, *extra_args: str, wait: bool = True) -> None:
+        """Start (or restart) it; ``extra_args`` go to redis-server; ``wait=False`` returns before it
+        answers PING (a restart may then still be LOADING its data)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
@@ -303,10 +305,13 @@ class RedisServer:
                 "always",
                 "--save",
                 "",
+                *extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if not wait:
+            return
         # ready = answers PING: a restarted server listens before it has loaded its AOF and
         # meanwhile refuses commands with LOADING (a test's first command would fail)
         deadline = time.monotonic() + 30

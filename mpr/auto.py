@@ -22,6 +22,7 @@ logged at INFO with the reason and counted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from mpr.errors import ConfigError, ExecutorError, MprError, NotFound, Validatio
 from mpr.models import AssetKind, AssetStatus, AutoStatus, MediaAsset, TranscodePreset
 from mpr.presets import Preset, preset_from_model
 from mpr.settings import Settings, get_settings
+from mpr.storage import media_in
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,11 @@ async def _queue_one(asset_id: uuid.UUID, row: TranscodePreset, settings: Settin
                 return
             job = await create_job(asset_id, row.id, chunked=settings.auto_chunked, submit=False)
     except ValidationError as exc:  # the service's own refusal: the preset does not apply to this asset
+        if not await asyncio.to_thread(media_in(settings).exists, asset.path):
+            # not a refusal but a file gone for now (moved, being replaced): still pending (rolled
+            # back); the next scan marks it missing, and queues it once it is back
+            log.info("automatic transcoding of %s waits: the file is not in MEDIA_IN now", asset.path)
+            return
         await _skip(asset, row, str(exc), result)
         return
     except Exception as exc:  # rolled back: still pending, the next scan tries again

@@ -39,6 +39,8 @@ log = logging.getLogger("mpr.events")
 
 STREAM_PREFIX = "mpr:events"
 SEQ_PREFIX = "mpr:seq"
+# how long an append retries while Redis is unreachable or still loading its data after a restart
+APPEND_RETRY_SECONDS = 5.0
 
 
 def stream_key(job_id: str | None) -> str:
@@ -346,6 +348,8 @@ class RedisStreamsBus:
     def _for_loop(self) -> tuple[Any, Any, Any]:
         """(writer client, blocking-reader client, append script) for the running loop."""
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -356,7 +360,12 @@ class RedisStreamsBus:
                     del self._clients[old]
                 # short timeouts for writes, so a dead Redis never holds up a job for long;
                 # no read timeout for XREAD BLOCK (the block time bounds it), keepalive for dead peers
-                writer = aioredis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3)
+                # the writer's retries are append()'s own (bounded, APPEND_RETRY_SECONDS), whatever
+                # redis-py's default is (none in 5.x, ten with random backoff in 6+): one immediate
+                # retry on a fresh connection only, for a connection pooled before a Redis restart
+                writer = aioredis.from_url(
+                    self.url, socket_timeout=5, socket_connect_timeout=3, retry=Retry(NoBackoff(), 1)
+                )
                 reader = aioredis.from_url(self.url, socket_connect_timeout=3, socket_keepalive=True)
                 found = (writer, reader, writer.register_script(_APPEND_LUA))
                 self._clients[loop] = found
@@ -371,12 +380,25 @@ class RedisStreamsBus:
         _, _, script = self._for_loop()
         keys = [seq_key(event.job_id), stream_key(event.job_id), seq_key(None), stream_key(None)]
         args = [encode_event(event), self.maxlen, self.global_maxlen, self.ttl]
-        try:
-            seq = await script(keys=keys, args=args)
-        except redis.exceptions.ConnectionError:
-            # a pooled connection from before a Redis restart: the new server never saw the
-            # command, so one retry on a fresh connection cannot append twice
-            seq = await script(keys=keys, args=args)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + APPEND_RETRY_SECONDS
+        delay = 0.0  # the first retry goes out at once: a stale pooled connection is the usual cause
+        while True:
+            try:
+                seq = await script(keys=keys, args=args)
+                break
+            except redis.exceptions.ConnectionError as exc:
+                # A pooled connection from before a Redis restart (the new server never saw the
+                # command, so a retry on a fresh connection cannot append twice), or a restarted
+                # server still loading its data (BusyLoadingError, a ConnectionError: it refused
+                # the command). Retried with backoff for up to APPEND_RETRY_SECONDS; the loop
+                # sleeps with asyncio, so the caller's other tasks go on meanwhile.
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise
+                log.debug("event append: Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(min(delay, left))
+                delay = min(max(delay * 2, 0.05), 1.0)
         return event.with_seq(int(seq))
 
     def _decode(self, job_id: str | None, entries: list[tuple[Any, dict]]) -> list[JobEvent]:

@@ -225,14 +225,15 @@ def plugins() -> None:
 @click.option("--status", type=click.Choice(["pending", "processing", "completed", "failed", "cancelled"]))
 @click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 def jobs_command(status: str | None, limit: int) -> None:
-    """List recent jobs, newest first."""
+    """List recent jobs, newest first. SIZE: a completed job's output size change against its source."""
     from mpr.models import TranscodeJob
     from mpr.service import job_summary
+    from mpr.stats import size_ratio
 
     _db_ready(sync=False)
 
     async def fetch() -> list[TranscodeJob]:
-        qs = TranscodeJob.all().order_by("-created_at").limit(limit)
+        qs = TranscodeJob.all().select_related("source_asset").order_by("-created_at").limit(limit)
         if status:
             qs = qs.filter(status=status)
         return await qs
@@ -241,10 +242,12 @@ def jobs_command(status: str | None, limit: int) -> None:
     if not rows:
         click.echo("no jobs")
         return
-    click.echo(f"{'ID':<36} {'STATUS':<10} {'%':>5}  {'PRESET':<12} OUTPUT")
+    click.echo(f"{'ID':<36} {'STATUS':<10} {'%':>5}  {'PRESET':<12} {'SIZE':>6} OUTPUT")
     for job in rows:
         s = _run(job_summary(job))
-        click.echo(f"{s['id']:<36} {s['status']:<10} {s['progress']:>5}  {s['preset']:<12} {s['output']}")
+        ratio = size_ratio(job.status, job.output_size, job.source_asset.size if job.source_asset else None)
+        change = f"{round((ratio - 1) * 100):+d}%" if ratio is not None else ""
+        click.echo(f"{s['id']:<36} {s['status']:<10} {s['progress']:>5}  {s['preset']:<12} {change:>6} {s['output']}")
         if s["error"]:
             click.echo(f"{'':<36} {s['error']}")
 

@@ -18,6 +18,7 @@ headers as the inbound callbacks (:func:`mpr.callbacks.sign_headers`).
 from __future__ import annotations
 
 import atexit
+import base64
 import http.client
 import json
 import logging
@@ -25,6 +26,7 @@ import queue
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import weakref
@@ -90,6 +92,24 @@ def job_payload(job: TranscodeJob, status: str, sent_at: float | None = None) ->
         },
         "sentAt": sent.isoformat(),
     }
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without user info, and the ``Authorization: Basic`` header of that user info (``{}`` without).
+
+    urllib does not send a URL's ``user:password@`` (it takes it for part of the host name and
+    fails to resolve it): a receiver behind basic auth gets the credentials as a header instead.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    token = base64.b64encode(credentials.encode()).decode("ascii")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -231,7 +251,9 @@ class Notifier:
             if not self.secret:
                 headers["X-MPR-Timestamp"] = str(int(time.time()))
             headers.update({DELIVERY_HEADER: item.delivery_id, EVENT_HEADER: item.event, "User-Agent": "MPR-notify"})
-            request = urllib.request.Request(item.url, data=item.body, headers=headers, method="POST")
+            url, auth = split_credentials(item.url)
+            headers.update(auth)
+            request = urllib.request.Request(url, data=item.body, headers=headers, method="POST")
             try:
                 with _opener.open(request, timeout=self.timeout) as response:
                     response.read(64 * 1024)

@@ -30,6 +30,7 @@ import asyncio
 import datetime
 import logging
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -264,7 +265,8 @@ class OutputGuard:
     MEDIA_OUT a folder inside MEDIA_IN: everything under it. The same root, or
     MEDIA_IN inside MEDIA_OUT: the files whose MEDIA_OUT key is the output of
     a job that is not failed or cancelled (a failed job wrote nothing: a file
-    under its reserved name is someone's source). Roots are compared resolved
+    under its reserved name is someone's source). Whatever the roots: the
+    files in a folder named after a job's id (a cloud executor's chunk files). Roots are compared resolved
     (``Storage.locate``); backends without it never overlap.
     """
 
@@ -287,7 +289,13 @@ class OutputGuard:
             self.out_prefix = base_in[len(base_out) + 1 :] + "/"
 
     async def outputs(self, keys: list[str]) -> set[str]:
-        """The job outputs among MEDIA_IN ``keys``."""
+        """The job outputs among MEDIA_IN ``keys``, and the files of a job's scratch folder."""
+        scratch = await _job_scratch(keys)
+        if scratch:
+            keys = [k for k in keys if k not in scratch]
+        return scratch | await self._outputs(keys)
+
+    async def _outputs(self, keys: list[str]) -> set[str]:
         if self.subtree is not None:
             return {k for k in keys if k.startswith(self.subtree)}
         if self.out_prefix is None or not keys:
@@ -302,6 +310,33 @@ class OutputGuard:
                 .values_list("output_path", flat=True)
             )
         return {by_out[name] for name in found}
+
+
+# a folder named after a job id: the chunk files a cloud executor keeps while (and, for a retry, after)
+# a job runs (GCP: MEDIA_OUT/_mpr/gcp/<job id>/..., Lambda: s3://<output bucket>/mpr-work/<job id>/...)
+_JOB_FOLDER = re.compile(r"(?:^|/)([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?=/)")
+
+
+async def _job_scratch(keys: list[str]) -> set[str]:
+    """The ``keys`` inside a folder named after an existing job's id (an executor's work files).
+
+    They are listed when MEDIA_IN holds that work area (MEDIA_OUT the same folder or bucket prefix,
+    or MEDIA_IN a whole bucket with Lambda's ``mpr-work/``) and are never sources; a folder named
+    after an id no job has is an ordinary folder.
+    """
+    by_id: dict[str, list[str]] = {}
+    for key in keys:
+        for match in _JOB_FOLDER.finditer(key):
+            by_id.setdefault(match.group(1).lower(), []).append(key)
+    if not by_id:
+        return set()
+    ids = list(by_id)
+    found: set[str] = set()
+    for chunk in range(0, len(ids), 500):  # stay below SQLite's bound-parameter limit
+        found.update(
+            str(i) for i in await TranscodeJob.filter(id__in=ids[chunk : chunk + 500]).values_list("id", flat=True)
+        )
+    return {key for job_id in found for key in by_id[job_id]}
 
 
 async def _mark_missing(listed: set[str], listed_at: datetime.datetime) -> int:

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, BinaryIO
 from mpr.errors import MprError, ValidationError
 from mpr.local_storage import TMP_PREFIX, LocalStorage
 from mpr.models import MediaAsset, TranscodeJob
-from mpr.scan import MEDIA_EXTENSIONS, is_media, register
-from mpr.storage import Storage, media_in, media_out, safe_key
+from mpr.scan import MEDIA_EXTENSIONS, OutputGuard, is_media, register
+from mpr.storage import Storage, key_within, media_in, media_out, safe_key
 
 if TYPE_CHECKING:
     from mpr.settings import Settings
@@ -149,13 +149,24 @@ async def _name_taken(key: str, settings: Settings) -> bool:
 
 
 def _media_out_key(key: str, settings: Settings) -> str | None:
-    """The MEDIA_OUT key of the file MEDIA_IN ``key`` names, when both are local and the roots overlap."""
-    source, out = media_in(settings), media_out(settings)
-    if not isinstance(source, LocalStorage) or not isinstance(out, LocalStorage):
+    """The MEDIA_OUT key of the file MEDIA_IN ``key`` names, when the roots overlap (folders through
+    symlinks, or one bucket: :func:`mpr.storage.key_within`)."""
+    try:
+        out = media_out(settings)
+    except MprError:  # MEDIA_OUT's backend is not installed here: no job of this process writes there
         return None
-    real_out = Path(os.path.realpath(out.base))
-    real = Path(os.path.realpath(source.base / key))
-    return real.relative_to(real_out).as_posix() if real.is_relative_to(real_out) else None
+    return key_within(out, media_in(settings), key)
+
+
+def check_not_output_folder(key: str, settings: Settings) -> None:
+    """ValidationError when ``key`` lies in a MEDIA_OUT folder inside MEDIA_IN: job outputs go there
+    and a scan never takes a file there for a source (:class:`mpr.scan.OutputGuard`)."""
+    subtree = OutputGuard(settings).subtree
+    if subtree is not None and key.startswith(subtree):
+        raise ValidationError(
+            f"{key!r} is inside MEDIA_OUT (the folder {subtree.rstrip('/')!r} of MEDIA_IN), where job outputs "
+            "go and nothing is a source: upload it to another folder"
+        )
 
 
 async def _place_local(storage: Storage, key: str, tmp: Path, settings: Settings) -> str:
@@ -206,6 +217,7 @@ async def upload(
 
     settings = settings or get_settings()
     key = check_name(name)
+    check_not_output_folder(key, settings)
     limit = settings.upload_max_bytes
     if length is not None and length > limit:
         raise await too_large(limit, chunks)

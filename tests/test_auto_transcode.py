@@ -201,6 +201,26 @@ async def test_audio_only_asset_and_video_preset_is_skipped_with_the_service_rea
     assert "encodes video but tone.mp3 has no video stream" in line.getMessage()
 
 
+async def test_a_source_gone_before_its_job_is_made_stays_pending_and_is_queued_when_back(
+    auto, presets, media, mkv
+) -> None:
+    """A file removed between registering and queueing is not "not applicable": no permanent skip."""
+    from mpr.auto import queue_pending
+    from mpr.scan import register
+
+    auto()
+    put_media(media, mkv, "moving.mkv")
+    asset, created = await register("moving.mkv", auto=True)
+    assert created and asset.auto is AutoStatus.PENDING
+    (media["in"] / "moving.mkv").unlink()  # e.g. being replaced: gone for a moment
+    result = await queue_pending()
+    assert (result.queued, result.skipped) == (0, 0), result
+    assert (await MediaAsset.get(id=asset.id)).auto is AutoStatus.PENDING
+    put_media(media, mkv, "moving.mkv")
+    assert (await queue_pending()).queued == 1
+    assert await jobs_by_asset() == {"moving.mkv": 1}
+
+
 # --------------------------------------------------------------------------- exactly once
 
 

@@ -54,6 +54,9 @@ def test_sample_then_transcode_gives_a_playable_file_of_the_same_duration(cli, m
 
     code, out, _ = cli("jobs")
     assert code == 0 and "completed" in out and "sample_h264-720p.mp4" in out
+    # SIZE: the output's change against the source, in percent
+    change = round((output.stat().st_size / (media["in"] / "sample.mp4").stat().st_size - 1) * 100)
+    assert f" {change:+d}% {output.relative_to(media['out'])}" in out, out
 
 
 def test_trim_by_key_with_progress_bar(cli, media, clips) -> None:

@@ -60,6 +60,7 @@ from mpr.models import (
     TranscodePreset,
 )
 from mpr.settings import Settings
+from mpr.stats import job_statistics
 
 log = logging.getLogger("mpr.api.admin")
 
@@ -502,7 +503,8 @@ class AdminController(Controller):
 
         settings = app_settings(request)
         checks = await run_checks(settings)
-        counts = {s.value: await TranscodeJob.filter(status=s).count() for s in JobStatus}
+        stats = await job_statistics()  # COUNT ... GROUP BY status and the SUMs of the completed jobs
+        counts = stats.jobs_by_status
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=settings.heartbeat_timeout)
         workers = sorted(
             set(
@@ -523,6 +525,7 @@ class AdminController(Controller):
             plugins=_plugins(),
             assets=await MediaAsset.all().count(),
             presets=await TranscodePreset.all().count(),
+            stats=stats,
         )
 
     # -- assets -------------------------------------------------------------------------------

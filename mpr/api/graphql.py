@@ -49,6 +49,7 @@ from mpr.models import (
     TranscodePreset,
 )
 from mpr.settings import Settings, get_settings
+from mpr.stats import job_statistics, size_ratio
 
 log = logging.getLogger("mpr.api")
 
@@ -193,6 +194,8 @@ _JOB_NEEDS = {
     "sourceAsset": ("source_asset_id",),
     "preset": ("preset_id",),
     "chunks": ("id",),
+    "sourceSize": ("source_asset_id",),
+    "sizeRatio": ("source_asset_id", "status", "output_size"),
 }
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -278,6 +281,10 @@ async def _load_one(info: Info, loader: str, key: Any, kind: Any) -> Any:
 JOINED_ASSET = "source_asset__"  # Tortoise's values() prefix for the LEFT JOINed source asset's columns
 
 
+JOINED_SOURCE_SIZE = JOINED_ASSET + "size"
+_SIZE_FIELDS = {"sourceSize", "sizeRatio"}
+
+
 def joined_asset_columns(info: Info) -> list[str]:
     """The ``values()`` names that fetch a `jobs` list's ``sourceAsset`` fields in the same query (a join)."""
     if "sourceAsset" not in _requested(info):
@@ -285,8 +292,16 @@ def joined_asset_columns(info: Info) -> list[str]:
     return [JOINED_ASSET + c for c in columns_for(info, MediaAsset, _ASSET_NEEDS, under="sourceAsset")]
 
 
-def jobs_from_rows(rows: list[dict[str, Any]], joined: list[str]) -> list[Job]:
-    """Jobs from ``values()`` rows; the joined asset columns (if any) become each job's ``sourceAsset``."""
+def joined_size_columns(info: Info) -> list[str]:
+    """The source asset's size through the same join, when a `jobs` list asks for sourceSize or sizeRatio."""
+    return [JOINED_SOURCE_SIZE] if _requested(info) & _SIZE_FIELDS else []
+
+
+def jobs_from_rows(rows: list[dict[str, Any]], joined: list[str], sizes: bool = False) -> list[Job]:
+    """Jobs from ``values()`` rows; the joined asset columns (if any) become each job's ``sourceAsset``.
+
+    ``sizes``: the rows hold ``source_asset__size`` too, which becomes each job's sourceSize and sizeRatio.
+    """
     jobs = []
     cut = len(JOINED_ASSET)
     for row in rows:
@@ -294,6 +309,8 @@ def jobs_from_rows(rows: list[dict[str, Any]], joined: list[str]) -> list[Job]:
         if joined:
             asset = {name[cut:]: row[name] for name in joined} if row.get(JOINED_ASSET + "id") is not None else None
             job.prefetched["sourceAsset"] = Asset.from_model(asset) if asset else None
+        if sizes:
+            job.set_source_size(row.get(JOINED_SOURCE_SIZE))
         jobs.append(job)
     return jobs
 
@@ -516,6 +533,39 @@ class Job:
             return self.prefetched["preset"]
         return _load_one(info, "presets", self.preset_id, Preset)  # type: ignore[return-value]
 
+    @prefetchable(
+        description="Size in bytes of the source asset now (null once the asset is deleted); "
+        "read at query time, the job keeps no copy of it."
+    )
+    def source_size(self, info: Info) -> float | None:
+        if self.source_asset_id is None:
+            return None
+        if "sourceSize" in self.prefetched:
+            return self.prefetched["sourceSize"]
+        return self._load_source_size(info, "sourceSize")  # type: ignore[return-value]
+
+    @prefetchable(
+        description="outputSize / sourceSize (below 1: the output is smaller); "
+        "null unless the job is completed and both sizes are known."
+    )
+    def size_ratio(self, info: Info) -> float | None:
+        if self.source_asset_id is None or self.status != JobStatus.COMPLETED.value:
+            return None
+        if "sizeRatio" in self.prefetched:
+            return self.prefetched["sizeRatio"]
+        return self._load_source_size(info, "sizeRatio")  # type: ignore[return-value]
+
+    def set_source_size(self, size: Any) -> None:
+        """Attach the source asset's size (None: no asset) as sourceSize and sizeRatio."""
+        source = float(size) if size is not None else None
+        self.prefetched["sourceSize"] = source
+        self.prefetched["sizeRatio"] = size_ratio(self.status, self.output_size, source)
+
+    async def _load_source_size(self, info: Info, field: str) -> float | None:
+        asset = await _context(info)["loaders"]["assets"].load(uuid.UUID(str(self.source_asset_id)))
+        self.set_source_size(asset.size if asset else None)
+        return self.prefetched[field]
+
     @strawberry.field(description="Chunks of a chunked job, in order (empty otherwise).")
     async def chunks(self, info: Info) -> list[Chunk]:
         rows = await _context(info)["loaders"]["chunks"].load(uuid.UUID(str(self.id)))
@@ -558,6 +608,26 @@ class SystemStatus:
     processing_jobs: int | None
     pid: int = strawberry.field(description="The API process that answered (its operating-system pid).")
     api_processes: int = strawberry.field(description="API processes serving this port (mpr serve --processes).")
+
+
+@strawberry.type
+class StatusCount:
+    status: str
+    count: int
+
+
+@strawberry.type(
+    description="Job counts and the space saved by completed jobs, computed by the database (COUNT/SUM). "
+    "Byte totals cover completed jobs with an output size whose source asset still exists; "
+    "bytesSaved = completedBytesIn - completedBytesOut and is negative when outputs are bigger than sources."
+)
+class Statistics:
+    jobs_total: int
+    jobs_by_status: list[StatusCount] = strawberry.field(description="Every job status, 0 when none.")
+    completed_bytes_in: float = strawberry.field(description="Sum of the source sizes (bytes).")
+    completed_bytes_out: float = strawberry.field(description="Sum of the output sizes (bytes).")
+    bytes_saved: float = strawberry.field(description="completedBytesIn - completedBytesOut; may be negative.")
+    completed_jobs_compared: int = strawberry.field(description="Completed jobs the byte totals cover.")
 
 
 @strawberry.type
@@ -783,8 +853,9 @@ class Query:
             return []  # see assets(): LIMIT 0 with an OFFSET is an SQLite syntax error through Tortoise
         cols = columns_for(info, TranscodeJob, _JOB_NEEDS)
         joined = joined_asset_columns(info)
-        rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size).values(*cols, *joined)
-        result = jobs_from_rows(rows, joined)
+        sizes = [c for c in joined_size_columns(info) if c not in joined]
+        rows = await qs.order_by("-created_at", "-id").offset(skip).limit(size).values(*cols, *joined, *sizes)
+        result = jobs_from_rows(rows, joined, sizes=bool(joined_size_columns(info)))
         await prefetch_presets(info, result)
         return result
 
@@ -818,6 +889,18 @@ class Query:
         if row is None:
             raise NotFound(f"preset {id} does not exist")
         return Preset.from_model(row)
+
+    @strawberry.field(description="Job counts per status and bytes saved by completed jobs (aggregate SQL).")
+    async def statistics(self) -> Statistics:
+        st = await job_statistics()
+        return Statistics(
+            jobs_total=st.jobs_total,
+            jobs_by_status=[StatusCount(status=k, count=v) for k, v in st.jobs_by_status.items()],
+            completed_bytes_in=float(st.completed_bytes_in),
+            completed_bytes_out=float(st.completed_bytes_out),
+            bytes_saved=float(st.bytes_saved),
+            completed_jobs_compared=st.compared_jobs,
+        )
 
     @strawberry.field
     async def system_status(self, info: Info) -> SystemStatus:

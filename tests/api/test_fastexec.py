@@ -223,6 +223,8 @@ MPR_DOCUMENTS = [
     '{ jobs(status: "completed") { ...J } } fragment J on Job { id output { url } sourceAsset { ...A } }'
     " fragment A on Asset { id filename }",
     "{ presets { id name description container videoCodec crf width height fps audioCodec extra source modified } }",
+    "{ jobs { id sourceSize sizeRatio } assets { jobs { sourceSize sizeRatio } }"
+    " statistics { jobsTotal bytesSaved jobsByStatus { status count } } }",
 ]
 
 

@@ -11,7 +11,7 @@ export function lit(value: string | number | boolean): string {
 const ASSET_FIELDS = `id path filename kind status size duration container videoCodec audioCodec
   width height fps comments error url thumbnailUrl`;
 const JOB_FIELDS = `id status progress speed eta error trimStart trimEnd chunked chunkSeconds chunkWorkers
-  createdAt sourceAsset { id filename duration fps } preset { id name } output { path size url }`;
+  createdAt sourceAsset { id filename duration fps } preset { id name } output { path size url } sizeRatio`;
 
 /** Library filters, applied by the server (search: case-insensitive, in the path or the comments). */
 export interface AssetFilter {

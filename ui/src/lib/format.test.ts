@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { bytes, clockTime, duration, eta, frameOf, snapToFrame, speed, timecode } from "./format";
+import { bytes, clockTime, duration, eta, frameOf, sizeChange, snapToFrame, speed, timecode } from "./format";
 
 describe("timecode", () => {
   it("formats hours, minutes, seconds and milliseconds", () => {
@@ -126,5 +126,27 @@ describe("clockTime", () => {
     expect(clockTime(afternoon)).toBe("13:05:09.042");
     const late = new Date(2026, 5, 30, 23, 59, 59, 999).getTime() / 1000;
     expect(clockTime(late)).toBe("23:59:59.999");
+  });
+});
+
+describe("sizeChange", () => {
+  it("shows the output size and its change against the source, rounded to a percent", () => {
+    expect(sizeChange(12.3 * 1024 * 1024, 0.58)).toBe("12.3 MB (−42 %)");
+    expect(sizeChange(1536, 1.5)).toBe("1.5 KB (+50 %)");
+    expect(sizeChange(2048, 0.4249)).toBe("2.0 KB (−58 %)");
+    expect(sizeChange(500, 2.996)).toBe("500 B (+200 %)");
+  });
+
+  it("says ±0 % when the size barely changed (no '−0 %')", () => {
+    expect(sizeChange(1000, 1)).toBe("1000 B (±0 %)");
+    expect(sizeChange(1000, 0.996)).toBe("1000 B (±0 %)");
+    expect(sizeChange(1000, 1.004)).toBe("1000 B (±0 %)");
+  });
+
+  it("shows only the size when the change is unknown", () => {
+    expect(sizeChange(2048, null)).toBe("2.0 KB");
+    expect(sizeChange(2048, undefined)).toBe("2.0 KB");
+    expect(sizeChange(2048, NaN)).toBe("2.0 KB");
+    expect(sizeChange(null, 0.5)).toBe("–");
   });
 });

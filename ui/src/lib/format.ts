@@ -45,6 +45,18 @@ export function bytes(n: number | null | undefined): string {
   return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
+/**
+ * An output size with its change against the source: "12.3 MB (−42 %)", "1.5 MB (+8 %)".
+ * `ratio` is the job's sizeRatio (output/source); without one (no source size) only the size.
+ */
+export function sizeChange(size: number | null | undefined, ratio: number | null | undefined): string {
+  const shown = bytes(size);
+  if (size == null || ratio == null || !Number.isFinite(ratio) || ratio < 0) return shown;
+  const pct = Math.round((ratio - 1) * 100);
+  const change = pct === 0 ? "±0" : pct < 0 ? `−${-pct}` : `+${pct}`; // U+2212 minus sign
+  return `${shown} (${change} %)`;
+}
+
 export function speed(x: number | null | undefined): string {
   return x ? `${x.toFixed(2)}×` : "–";
 }

@@ -62,5 +62,7 @@ export interface Job {
   sourceAsset: { id: string; filename: string; duration: number | null; fps?: number | null } | null;
   preset: { id: string; name: string } | null;
   output: JobOutput | null;
+  /** output size / source size of a completed job; null when unknown (e.g. the source was deleted) */
+  sizeRatio?: number | null;
   chunks?: Chunk[];
 }

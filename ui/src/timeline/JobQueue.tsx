@@ -2,7 +2,7 @@ import { useState } from "react";
 import { Empty, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
 import { cancelJob, deleteJob, retryJob } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
-import { bytes, eta, speed, timecode } from "../lib/format";
+import { eta, sizeChange, speed, timecode } from "../lib/format";
 import type { Job } from "../lib/types";
 import { deletePrompt, jobActions } from "./jobActions";
 
@@ -91,7 +91,7 @@ function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live"
             <a className="button" href={url} download>
               Download
             </a>
-            <span className="muted">{bytes(job.output?.size)}</span>
+            <span className="muted">{sizeChange(job.output?.size, job.sizeRatio)}</span>
           </>
         )}
         {deletable && !confirming && (
