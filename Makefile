@@ -39,6 +39,7 @@ sample: $(STAMP)
 run: install
 	$(MPR) migrate
 	$(MPR) sample
+	$(MPR) scan
 	$(MPR) serve
 
 test: install

@@ -88,6 +88,18 @@ def ffmpeg_bin() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def realtime_ffmpeg(path: Path) -> Path:
+    """An ffmpeg wrapper that reads its input at the native frame rate (``-re``).
+
+    An N s clip then takes at least N s to encode on any machine, so a test can act mid-job
+    without racing a fast encode. Point ``MPR_FFMPEG`` at it (and reset the settings cache).
+    """
+    real = ffmpeg_bin()
+    path.write_text(f'#!/bin/sh\ncase " $* " in *" -i "*) exec "{real}" -re "$@";; esac\nexec "{real}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
 def make_clip(
     path: Path,
     seconds: float = 3.0,

@@ -17,7 +17,8 @@ find the mark already set and do nothing.
 An asset the preset cannot apply to (the service refuses it, e.g. an
 audio-only file and a video preset) and, with ``MPR_AUTO_SKIP_MATCHING=1``
 (the default), a file already in the preset's format is marked ``skipped``,
-logged at INFO with the reason and counted.
+with the reason stored (``auto_reason``, GraphQL ``Asset.autoReason``), logged
+at INFO and counted.
 """
 
 from __future__ import annotations
@@ -199,7 +200,9 @@ async def _queue_one(asset_id: uuid.UUID, row: TranscodePreset, settings: Settin
 
 
 async def _skip(asset: MediaAsset, row: TranscodePreset, reason: str, result: AutoResult) -> None:
-    """Mark a pending asset ``skipped`` (conditionally: once) and log why at INFO."""
-    if await MediaAsset.filter(id=asset.id, auto=AutoStatus.PENDING).update(auto=AutoStatus.SKIPPED):
+    """Mark a pending asset ``skipped`` with the reason (conditionally: once) and log why at INFO."""
+    if await MediaAsset.filter(id=asset.id, auto=AutoStatus.PENDING).update(
+        auto=AutoStatus.SKIPPED, auto_reason=reason
+    ):
         result.skipped += 1
         log.info("automatic transcoding: skipped %s (preset %s): %s", asset.path, row.name, reason)

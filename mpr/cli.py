@@ -413,8 +413,8 @@ def run_foreground(job_id: Any, *, label: str = "", progress: bool = True) -> An
             errors.append(exc)
 
     thread = threading.Thread(target=target, name="mpr-transcode", daemon=True)
-    bar = tqdm(
-        total=100, desc=label[:60], unit="%", disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}% {postfix}"
+    bar = tqdm(  # tqdm itself puts ", " before the postfix: "63%, 1.90x ETA 21s"
+        total=100, desc=label[:60], unit="%", disable=not progress, bar_format="{l_bar}{bar}| {n:.0f}%{postfix}"
     )
     from mpr.chunker.display import ChunkProgress
 

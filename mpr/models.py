@@ -74,6 +74,7 @@ class MediaAsset(Model):
     auto = fields.CharEnumField(
         AutoStatus, max_length=16, null=True, db_index=True, description="automatic transcoding (MPR_AUTO_PRESET)"
     )
+    auto_reason = fields.TextField(null=True, description="why automatic transcoding skipped it")
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

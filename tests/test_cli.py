@@ -65,6 +65,7 @@ def test_trim_by_key_with_progress_bar(cli, media, clips) -> None:
     assert code == 0, err
     assert probe(Path(out.strip())).duration == pytest.approx(2.0, abs=0.1)
     assert "100%" in err  # the tqdm bar
+    assert "% ," not in err and "100%, " in err  # speed after the percentage, no stray separator
 
 
 def test_scan_and_presets(cli, media, clips) -> None:

@@ -313,10 +313,11 @@ async def test_mpr_migrate_upgrades_an_existing_sqlite_database(media, monkeypat
     assert columns["status"] == "VARCHAR(16)" and jobs["metrics"] == "JSON"
     await _with_db(_check_missing_status)
 
-    async def nothing_changed() -> None:  # but the columns later migrations added (auto_transcode: "auto")
+    async def nothing_changed() -> None:  # but the columns later migrations added (auto_transcode, auto_reason)
         with sqlite3.connect(media["var"] / "old.db") as conn:
             after = {r[1]: r[2] for r in conn.execute('PRAGMA table_info("mpr_media_asset")')}
-        assert after == {name: kind for name, kind in columns.items() if name != "auto"}
+        assert {"auto", "auto_reason"} <= set(columns)
+        assert after == {name: kind for name, kind in columns.items() if name not in ("auto", "auto_reason")}
 
     await _downgrade_last_and_check(nothing_changed)
     out = await asyncio.to_thread(_mpr, ["migrate"], url, monkeypatch, capsys)

@@ -38,7 +38,7 @@ import mpr
 from mpr import bus
 from mpr.api.auth import bearer_token, reads_need_token, sign_url, token_ok
 from mpr.api.fastexec import FastExecutionContext, prefetchable
-from mpr.errors import AuthError, MprError, NotFound, ValidationError
+from mpr.errors import AuthError, ConfigError, MprError, NotFound, ValidationError
 from mpr.models import (
     AssetKind,
     AssetStatus,
@@ -188,7 +188,7 @@ def row_factory(cls: type, converters: dict[str, Callable[[Any], Any]]) -> Calla
 
 
 # GraphQL field -> the columns it needs (fields not listed map to their snake_case column)
-_ASSET_NEEDS = {"url": ("path",), "thumbnailUrl": ("id",), "jobs": ("id",)}
+_ASSET_NEEDS = {"url": ("path",), "thumbnailUrl": ("id",), "jobs": ("id",), "autoStatus": ("auto",)}
 _JOB_NEEDS = {
     "output": ("status", "output_path", "output_size", "output_duration"),
     "sourceAsset": ("source_asset_id",),
@@ -349,6 +349,13 @@ class Asset:
     comments: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    auto: str | None = strawberry.field(
+        name="autoStatus",
+        description="Automatic transcoding (MPR_AUTO_PRESET): pending, queued or skipped; null when not an auto asset.",
+    )
+    auto_reason: str | None = strawberry.field(
+        description="Why automatic transcoding skipped the asset (null unless autoStatus is skipped)."
+    )
 
     @strawberry.field(description="Where a browser can play the file (Range-capable or presigned).")
     def url(self) -> str:
@@ -382,6 +389,7 @@ _asset_from_row = row_factory(
         "size": lambda v: float(v or 0),
         "bitrate": _float,
         "comments": lambda v: v or "",
+        "auto": lambda v: str(getattr(v, "value", v)) if v is not None else None,
     },
 )
 
@@ -608,6 +616,11 @@ class SystemStatus:
     processing_jobs: int | None
     pid: int = strawberry.field(description="The API process that answered (its operating-system pid).")
     api_processes: int = strawberry.field(description="API processes serving this port (mpr serve --processes).")
+    auto_preset: str | None = strawberry.field(
+        default=None,
+        description="The preset new media get a job with (MPR_AUTO_PRESET, by name); null when automatic "
+        "transcoding is off. The variable's own value when it names no preset or the database is down.",
+    )
 
 
 @strawberry.type
@@ -909,7 +922,8 @@ class Query:
         settings: Settings = _context(info)["settings"]
         checks = await run_checks(settings)
         counts: dict[JobStatus, int | None] = {JobStatus.PENDING: None, JobStatus.PROCESSING: None}
-        if all(c.ok for c in checks if c.name == "database"):
+        db_ok = all(c.ok for c in checks if c.name == "database")
+        if db_ok:
             for s in counts:
                 counts[s] = await TranscodeJob.filter(status=s).count()
         return SystemStatus(
@@ -921,7 +935,21 @@ class Query:
             processing_jobs=counts[JobStatus.PROCESSING],
             pid=os.getpid(),
             api_processes=settings.api_processes,
+            auto_preset=await _auto_preset_name(settings, db_ok),
         )
+
+
+async def _auto_preset_name(settings: Settings, db_ok: bool) -> str | None:
+    """The name of the preset MPR_AUTO_PRESET names (by name or id); its raw value when it names none
+    or the database is down."""
+    if not settings.auto_preset or not db_ok:
+        return settings.auto_preset or None
+    from mpr.auto import resolve_preset
+
+    try:
+        return (await resolve_preset(settings)).name
+    except ConfigError:
+        return settings.auto_preset
 
 
 def _jobs_filter(status: str | None, asset_id: str | None, executor: str | None, search: str | None) -> Any:

@@ -6,7 +6,7 @@ memory). ``NAME`` may hold folders (``trailers/clip.mp4``) but must stay inside
 MEDIA_IN and have a media extension. Needs ``Authorization: Bearer
 <MPR_API_TOKEN>`` when a token is set, like GraphQL mutations. Answers 201
 with the asset (``id``, ``path``, ``status`` ...) once the file is stored,
-registered and probed; 400 for a bad name, 401 without the token, 413 over
+registered and probed; 400 for a bad name or a multipart form body, 401 without the token, 413 over
 ``MPR_UPLOAD_MAX_BYTES``.
 """
 
@@ -20,7 +20,7 @@ from litestar.response import Response
 
 from mpr.api.deps import app_settings
 from mpr.api.graphql import bearer_token, token_ok
-from mpr.errors import AuthError
+from mpr.errors import AuthError, ValidationError
 from mpr.upload import UploadTooLarge, upload
 
 
@@ -30,6 +30,11 @@ async def upload_route(request: Request, filename: FromQuery[str]) -> Response[d
     settings = app_settings(request)
     if not token_ok(settings, bearer_token(request.headers)):
         raise AuthError("uploading needs 'Authorization: Bearer <token>' (MPR_API_TOKEN is set)")
+    if request.headers.get("content-type", "").lower().startswith("multipart/"):
+        # the form envelope would be stored as the "media file" (an asset in error): say how to send it
+        raise ValidationError(
+            "send the file itself as the request body (curl --data-binary @FILE), not a multipart form (curl -F)"
+        )
     try:
         asset, renamed = await upload(filename, request.stream(), length=request.content_length, settings=settings)
     except UploadTooLarge as exc:

@@ -202,6 +202,9 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # gRPC sets SO_REUSEPORT by default: a second `mpr serve` would then share the port with the first
+    # (the kernel splitting clients between two servers) instead of being told the port is in use
+    ("grpc.so_reuseport", 0),
 ]
 
 

@@ -91,6 +91,16 @@ async def test_upload_without_a_filename_is_400(api, media, clips):
     assert _files(media["in"]) == []
 
 
+async def test_upload_refuses_a_multipart_form_body_and_stores_nothing(api, media, clips):
+    # `curl -F file=@clip.mp4`: the form envelope around the file must not become an asset in error
+    r = await api.http.post(
+        "/api/upload", params={"filename": "clip.mp4"}, files={"file": ("clip.mp4", clips["video"].read_bytes())}
+    )
+    assert r.status_code == 400, r.text
+    assert "--data-binary" in r.json()["error"] and "multipart" in r.json()["error"]
+    assert _files(media["in"]) == [] and await MediaAsset.all().count() == 0
+
+
 async def test_upload_over_the_limit_is_413_and_leaves_nothing(start_api, media, clips):
     api = await start_api(MPR_UPLOAD_MAX_BYTES="10000")
     data = clips["audio"].read_bytes()

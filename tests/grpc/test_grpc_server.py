@@ -174,6 +174,19 @@ async def test_api_token_is_required_when_set(bus, monkeypatch):
         await running.stop(0)
 
 
+async def test_a_port_another_server_holds_is_refused_not_shared(bus):
+    # gRPC's default SO_REUSEPORT let a second `mpr serve` "listen" on the first one's port
+    from mpr.errors import ConfigError
+    from mpr.grpc.server import start
+
+    first = await start(0, host="127.0.0.1")
+    try:
+        with pytest.raises(ConfigError, match=rf"cannot listen on 127.0.0.1:{first.port}.*MPR_GRPC_PORT"):
+            await start(first.port, host="127.0.0.1")
+    finally:
+        await first.stop(0)
+
+
 async def make_job(status: str = "pending"):
     from mpr.models import TranscodeJob
 

@@ -21,7 +21,7 @@ import pytest
 
 from mpr import hookimpl
 from mpr.models import JobStatus, TranscodeJob
-from testkit import RedisServer, _reset_caches, free_port, make_clip, require
+from testkit import RedisServer, _reset_caches, free_port, make_clip, realtime_ffmpeg, require
 
 from .conftest import run_app, stop_app, wait_job
 
@@ -112,6 +112,8 @@ async def test_redis_restart_mid_job_worker_and_grpc_stream_recover(
     monkeypatch.setenv("MPR_LOCAL_QUEUE", f"mprh_{uuid.uuid4().hex[:10]}")
     monkeypatch.setenv("MPR_LOCAL_HEARTBEAT_INTERVAL", "0.5")
     monkeypatch.setenv("MPR_HEARTBEAT_TIMEOUT", "60")
+    # the encode takes the clip's 8 s on any machine: a fast one finished before Redis went down
+    monkeypatch.setenv("MPR_FFMPEG", str(realtime_ffmpeg(media["var"] / "ffmpeg-realtime")))
     _reset_caches()
     reset_queues()
     await sync_presets()

@@ -150,6 +150,16 @@ def test_scan_play_seek_trim_and_transcode_to_completion(page, ui_server, clip_c
     expect(trim_row).to_contain_text("→ copy")
     expect(trim_row).to_contain_text(re.compile(r"trim 00:00:0\d\.\d{3}–00:00:03\.600"))
 
+    # the queue's header shows the space the completed jobs saved, re-read when a job completed
+    stats = ui_server.graphql("{ statistics { bytesSaved completedJobsCompared } }")["statistics"]
+    assert stats["completedJobsCompared"] >= 2
+    saved = page.get_by_test_id("space-saved")
+    expect(saved).to_have_attribute("data-bytes-saved", str(int(stats["bytesSaved"])))
+    shown = re.compile(
+        r"Saved \d+(\.\d)? [KMG]?B \((−\d+|±0) %\)" if stats["bytesSaved"] >= 0 else r"Outputs .+ larger"
+    )
+    expect(saved).to_have_text(shown)
+
 
 def test_cancel_running_job_and_retry_failed_job(page, ui_server, clip_cache):
     long_clip = place_clip(ui_server.media_in, clip_cache, "long", seconds=30.0, size="640x360", gop=50)

@@ -14,6 +14,7 @@ from mpr import service
 from mpr.bus import get_bus
 from mpr.errors import InvalidTransition, ValidationError
 from mpr.models import JobStatus, TranscodeJob
+from testkit import realtime_ffmpeg
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,16 +120,6 @@ async def test_cancelled_pending_job_never_starts(sqlite_db, workers, library, m
     assert job.status is JobStatus.CANCELLED
     assert job.started_at is None and job.attempts == 0 and job.worker is None
     assert not (media["out"] / job.output_path).exists()
-
-
-def realtime_ffmpeg(path: Path) -> Path:
-    """An ffmpeg that reads its input at the native frame rate (``-re``): a 20 s clip takes 20 s on any machine."""
-    from testkit import ffmpeg_bin
-
-    real = ffmpeg_bin()
-    path.write_text(f'#!/bin/sh\ncase " $* " in *" -i "*) exec "{real}" -re "$@";; esac\nexec "{real}" "$@"\n')
-    path.chmod(0o755)
-    return path
 
 
 async def test_cancel_kills_ffmpeg_mid_encode_and_removes_partial_output(

@@ -1,10 +1,22 @@
 import { useEffect, useId, useRef, useState, type ReactNode } from "react";
 import { getToken, onAuthNeeded, onOpenSettings, onTokenChange, openSettings, setToken } from "../lib/settings";
+import { autoBadge } from "../lib/format";
 
 export function StatusBadge({ status }: { status: string }) {
   return (
     <span className={`badge badge-${status}`} data-status={status}>
       {status}
+    </span>
+  );
+}
+
+/** An asset's automatic transcoding mark (MPR_AUTO_PRESET), "auto: skipped" with the reason as its tooltip. */
+export function AutoBadge({ status, reason }: { status?: string | null; reason?: string | null }) {
+  const badge = autoBadge(status, reason);
+  if (!badge) return null;
+  return (
+    <span className={`badge badge-auto badge-auto-${status}`} data-auto={status} title={badge.title}>
+      {badge.text}
     </span>
   );
 }

@@ -1,5 +1,6 @@
 // Every GraphQL operation the UIs use, in one place (names from SPEC §9 / issue 5).
 import { gql } from "./graphql";
+import type { SpaceTotals } from "./format";
 import type { Asset, Job, Preset } from "./types";
 
 /** A GraphQL literal for a JS value (JSON strings are valid GraphQL strings). */
@@ -9,7 +10,7 @@ export function lit(value: string | number | boolean): string {
 }
 
 const ASSET_FIELDS = `id path filename kind status size duration container videoCodec audioCodec
-  width height fps comments error url thumbnailUrl`;
+  width height fps comments error url thumbnailUrl autoStatus autoReason`;
 const JOB_FIELDS = `id status progress speed eta error trimStart trimEnd chunked chunkSeconds chunkWorkers
   createdAt sourceAsset { id filename duration fps } preset { id name } output { path size url } sizeRatio`;
 
@@ -73,6 +74,18 @@ export async function getJob(id: string): Promise<Job | null> {
     `query { job(id: ${lit(id)}) { ${JOB_FIELDS} chunks { index start end status worker } } }`,
   );
   return data.job;
+}
+
+/** Space saved by completed jobs (aggregate SQL on the server; bytesSaved is negative when outputs grew). */
+export interface Statistics extends SpaceTotals {
+  bytesSaved: number;
+}
+
+export async function getStatistics(): Promise<Statistics> {
+  const data = await gql<{ statistics: Statistics }>(
+    `query { statistics { completedBytesIn completedBytesOut bytesSaved completedJobsCompared } }`,
+  );
+  return data.statistics;
 }
 
 export interface ScanResult {

@@ -1,5 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { bytes, clockTime, duration, eta, frameOf, sizeChange, snapToFrame, speed, timecode } from "./format";
+import {
+  autoBadge,
+  bytes,
+  clockTime,
+  duration,
+  eta,
+  frameOf,
+  sizeChange,
+  snapToFrame,
+  spaceSaved,
+  speed,
+  timecode,
+} from "./format";
 
 describe("timecode", () => {
   it("formats hours, minutes, seconds and milliseconds", () => {
@@ -148,5 +160,58 @@ describe("sizeChange", () => {
     expect(sizeChange(2048, undefined)).toBe("2.0 KB");
     expect(sizeChange(2048, NaN)).toBe("2.0 KB");
     expect(sizeChange(null, 0.5)).toBe("–");
+  });
+});
+
+describe("spaceSaved (the job queue's header)", () => {
+  const GB = 1024 ** 3;
+  const totals = (bytesIn: number, bytesOut: number, jobs = 3) => ({
+    completedBytesIn: bytesIn,
+    completedBytesOut: bytesOut,
+    completedJobsCompared: jobs,
+  });
+
+  it("shows the bytes saved and the change of the total size", () => {
+    expect(spaceSaved(totals(3.15 * GB, 1.95 * GB))).toBe("Saved 1.2 GB (−38 %)");
+    expect(spaceSaved(totals(10 * 1024 * 1024, 1024 * 1024))).toBe("Saved 9.0 MB (−90 %)");
+  });
+
+  it("says honestly when the outputs are bigger than their sources", () => {
+    expect(spaceSaved(totals(1 * GB, 1.3 * GB))).toBe("Outputs 307.2 MB larger (+30 %)");
+    expect(spaceSaved(totals(100, 300))).toBe("Outputs 200 B larger (+200 %)");
+  });
+
+  it("never shows −0 % or +0 % for a change that rounds to nothing", () => {
+    expect(spaceSaved(totals(1000, 1000))).toBe("Saved 0 B (±0 %)");
+    expect(spaceSaved(totals(100_000, 99_900))).toBe("Saved 100 B (±0 %)");
+    expect(spaceSaved(totals(100_000, 100_100))).toBe("Outputs 100 B larger (±0 %)");
+  });
+
+  it("shows nothing before a completed job can be compared", () => {
+    expect(spaceSaved(null)).toBeNull();
+    expect(spaceSaved(undefined)).toBeNull();
+    expect(spaceSaved(totals(0, 0, 0))).toBeNull();
+    expect(spaceSaved(totals(0, 500, 1))).toBeNull(); // no source bytes: no ratio
+  });
+});
+
+describe("autoBadge (automatic transcoding in the library)", () => {
+  it("labels the mark and puts a skip's reason in the tooltip", () => {
+    expect(autoBadge("queued")).toEqual({
+      text: "auto: queued",
+      title: "Automatic transcoding: a job was created with the server's preset",
+    });
+    expect(autoBadge("skipped", "already mp4 with h264 video")).toEqual({
+      text: "auto: skipped",
+      title: "Automatic transcoding skipped: already mp4 with h264 video",
+    });
+    expect(autoBadge("skipped", null)?.title).toBe("Automatic transcoding skipped this file");
+    expect(autoBadge("pending")?.text).toBe("auto: pending");
+  });
+
+  it("shows no badge for an asset without a mark", () => {
+    expect(autoBadge(null)).toBeNull();
+    expect(autoBadge(undefined)).toBeNull();
+    expect(autoBadge("")).toBeNull();
   });
 });

@@ -52,9 +52,47 @@ export function bytes(n: number | null | undefined): string {
 export function sizeChange(size: number | null | undefined, ratio: number | null | undefined): string {
   const shown = bytes(size);
   if (size == null || ratio == null || !Number.isFinite(ratio) || ratio < 0) return shown;
+  return `${shown} (${percentChange(ratio)} %)`;
+}
+
+/** A ratio new/old as a signed whole percent: 0.58 -> "−42", 1.5 -> "+50", 1.004 -> "±0". */
+function percentChange(ratio: number): string {
   const pct = Math.round((ratio - 1) * 100);
-  const change = pct === 0 ? "±0" : pct < 0 ? `−${-pct}` : `+${pct}`; // U+2212 minus sign
-  return `${shown} (${change} %)`;
+  return pct === 0 ? "±0" : pct < 0 ? `−${-pct}` : `+${pct}`; // U+2212 minus sign
+}
+
+/** The byte totals of the `statistics` query (completed jobs whose source still exists). */
+export interface SpaceTotals {
+  completedBytesIn: number;
+  completedBytesOut: number;
+  completedJobsCompared: number;
+}
+
+/**
+ * The space completed jobs saved: "Saved 1.2 GB (−38 %)", or when the outputs are bigger than their
+ * sources "Outputs 300.0 MB larger (+12 %)"; null before any job can be compared.
+ */
+export function spaceSaved(totals: SpaceTotals | null | undefined): string | null {
+  if (!totals || totals.completedJobsCompared <= 0 || !(totals.completedBytesIn > 0)) return null;
+  const { completedBytesIn: inBytes, completedBytesOut: outBytes } = totals;
+  const change = percentChange(outBytes / inBytes);
+  if (outBytes > inBytes) return `Outputs ${bytes(outBytes - inBytes)} larger (${change} %)`;
+  return `Saved ${bytes(inBytes - outBytes)} (${change} %)`;
+}
+
+/** The library's badge for an asset's automatic transcoding mark (MPR_AUTO_PRESET); null when it has none. */
+export function autoBadge(
+  status: string | null | undefined,
+  reason?: string | null,
+): { text: string; title: string } | null {
+  if (!status) return null;
+  const titles: Record<string, string> = {
+    pending: "Automatic transcoding: a job is created once the file is ready",
+    queued: "Automatic transcoding: a job was created with the server's preset",
+    skipped: "Automatic transcoding skipped this file",
+  };
+  const title = status === "skipped" && reason ? `Automatic transcoding skipped: ${reason}` : titles[status] ?? status;
+  return { text: `auto: ${status}`, title };
 }
 
 export function speed(x: number | null | undefined): string {

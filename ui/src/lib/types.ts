@@ -17,6 +17,10 @@ export interface Asset {
   fps: number | null;
   comments: string;
   error: string | null;
+  /** Automatic transcoding (MPR_AUTO_PRESET): pending, queued or skipped; null when not an auto asset. */
+  autoStatus?: string | null;
+  /** Why automatic transcoding skipped it. */
+  autoReason?: string | null;
   /** Where the browser plays the file (the API's URL: signed when the server has a token). */
   url: string;
   /** The API's thumbnail URL; thumbnailUrl() in api.ts picks the time and width. */

@@ -1,6 +1,15 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { AuthPrompt, Empty, ErrorBanner, Header, useTokenVersion } from "../components/common";
-import { getAsset, getJob, listAssets, listJobs, listPresets, type AssetFilter } from "../lib/api";
+import {
+  getAsset,
+  getJob,
+  getStatistics,
+  listAssets,
+  listJobs,
+  listPresets,
+  type AssetFilter,
+  type Statistics,
+} from "../lib/api";
 import { errorMessage, isAuthError } from "../lib/graphql";
 import { POLL_MS, mergeJobs, needsPolling } from "../lib/jobs";
 import { appendPage, pageSizeFrom } from "../lib/paging";
@@ -118,6 +127,23 @@ export function App() {
   // Fallback when live events cannot arrive (a job run by another process without Redis):
   // re-read the job list every POLL_MS while a job is not final, and whenever the window
   // gets the focus back.
+  // Space saved (the queue's header): read again whenever the set of completed jobs changes (a job
+  // completed by the stream or a re-read, or a completed job deleted); a newer read wins.
+  const [stats, setStats] = useState<Statistics | null>(null);
+  const statsRequest = useRef(0);
+  const completedKey = jobs
+    .filter((j) => j.status === "completed")
+    .map((j) => j.id)
+    .sort()
+    .join(",");
+  useEffect(() => {
+    const request = ++statsRequest.current;
+    getStatistics().then(
+      (s) => request === statsRequest.current && setStats(s),
+      () => undefined, // the line keeps its last value; the job list reports a server that is down
+    );
+  }, [completedKey, tokenVersion]);
+
   const polling = needsPolling(jobs);
   useEffect(() => {
     if (!polling) return;
@@ -231,7 +257,7 @@ export function App() {
             <Empty>Select an asset in the library to play it, trim it and transcode it.</Empty>
           </section>
         )}
-        <JobQueue jobs={jobs} live={live} onJobChanged={upsertJob} onJobDeleted={removeJob} />
+        <JobQueue jobs={jobs} live={live} stats={stats} onJobChanged={upsertJob} onJobDeleted={removeJob} />
       </main>
     </>
   );

@@ -2,18 +2,21 @@ import { useState } from "react";
 import { Empty, LiveIndicator, ProgressBar, StatusBadge } from "../components/common";
 import { cancelJob, deleteJob, retryJob } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
-import { eta, sizeChange, speed, timecode } from "../lib/format";
+import { bytes, eta, sizeChange, spaceSaved, speed, timecode } from "../lib/format";
+import type { Statistics } from "../lib/api";
 import type { Job } from "../lib/types";
 import { deletePrompt, jobActions } from "./jobActions";
 
 interface Props {
   jobs: Job[];
   live: { state: string; error: string };
+  /** Space saved by all completed jobs (the statistics query); null until read. */
+  stats: Statistics | null;
   onJobChanged(job: Job): void;
   onJobDeleted(id: string): void;
 }
 
-function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live"> & { job: Job }) {
+function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live" | "stats"> & { job: Job }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
   const [confirming, setConfirming] = useState(false);
@@ -126,11 +129,22 @@ function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live"
   );
 }
 
-export function JobQueue({ jobs, live, onJobChanged, onJobDeleted }: Props) {
+export function JobQueue({ jobs, live, stats, onJobChanged, onJobDeleted }: Props) {
+  const saved = spaceSaved(stats);
   return (
     <section className="panel queue" aria-labelledby="queue-title">
       <div className="panel-head">
         <h2 id="queue-title">Jobs</h2>
+        {stats && saved && (
+          <span
+            className="muted queue-saved"
+            data-testid="space-saved"
+            data-bytes-saved={stats.bytesSaved}
+            title={`${stats.completedJobsCompared} completed job(s): ${bytes(stats.completedBytesIn)} in, ${bytes(stats.completedBytesOut)} out`}
+          >
+            {saved}
+          </span>
+        )}
         <LiveIndicator state={live.state} error={live.error} />
       </div>
       {live.state === "reconnecting" && live.error && (

@@ -1,5 +1,5 @@
 import { useEffect, useId, useRef, useState } from "react";
-import { Empty, StatusBadge } from "../components/common";
+import { AutoBadge, Empty, StatusBadge } from "../components/common";
 import { scanMediaFolder, type AssetFilter, type ScanResult } from "../lib/api";
 import { errorMessage } from "../lib/graphql";
 import { duration } from "../lib/format";
@@ -116,7 +116,7 @@ export function Library(props: Props) {
                   <span className="asset-name">{a.filename}</span>
                   <span className="asset-meta">
                     <span className={`kind kind-${a.kind}`}>{a.kind}</span> {duration(a.duration)}{" "}
-                    <StatusBadge status={a.status} />
+                    <StatusBadge status={a.status} /> <AutoBadge status={a.autoStatus} reason={a.autoReason} />
                   </span>
                   {a.path !== a.filename && <span className="muted asset-path">{a.path}</span>}
                 </button>
