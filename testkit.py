@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -88,14 +89,25 @@ def ffmpeg_bin() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def realtime_ffmpeg(path: Path) -> Path:
+def realtime_ffmpeg(path: Path, only: str | None = None) -> Path:
     """An ffmpeg wrapper that reads its input at the native frame rate (``-re``).
 
     An N s clip then takes at least N s to encode on any machine, so a test can act mid-job
-    without racing a fast encode. Point ``MPR_FFMPEG`` at it (and reset the settings cache).
+    without racing a fast encode. Point ``MPR_FFMPEG`` at it (and reset the settings cache; a
+    worker or server subprocess needs it in its environment). ``only``: slow down just the runs
+    with an argument containing this text (say a marker in one clip's name), the others of a
+    shared server run at full speed. Joining finished chunks (``-f concat``) always runs at full speed.
     """
+    if only is not None and not re.fullmatch(r"[\w.-]+", only):
+        raise ValueError(f"realtime_ffmpeg: only={only!r} must be letters, digits, '_', '.' or '-'")
     real = ffmpeg_bin()
-    path.write_text(f'#!/bin/sh\ncase " $* " in *" -i "*) exec "{real}" -re "$@";; esac\nexec "{real}" "$@"\n')
+    gate = f"*{only}*" if only else ""
+    path.write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in *" -f concat "*) exec "{real}" "$@";; esac\n'
+        f'case " $* " in *" -i "*{gate}) exec "{real}" -re "$@";; esac\n'
+        f'exec "{real}" "$@"\n'
+    )
     path.chmod(0o755)
     return path
 

@@ -76,14 +76,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A real `mpr serve` (embedded worker, gRPC server) with a scanned 6 s clip."""
+    """A real `mpr serve` (embedded worker, gRPC server) with a scanned 4 s clip, encoded at native speed.
+
+    At native speed (``-re``) a job's events are spread over the clip's 4 s on any machine, so a
+    stream that arrives event by event can be told from one buffered to the end.
+    """
     nginx = nginx_binary()
     testkit.require("nginx", nginx is not None, "apt-get install nginx")
     base = tmp_path_factory.mktemp("stack")
     media_in, media_out, var = base / "in", base / "out", base / "var"
     for p in (media_in, media_out, var):
         p.mkdir()
-    testkit.make_clip(media_in / "sample.mp4", seconds=6.0, size="640x360")
+    testkit.make_clip(media_in / "sample.mp4", seconds=4.0, size="640x360")
     app_port, grpc_port = testkit.free_port(), testkit.free_port()
     env = {
         **os.environ,
@@ -93,6 +97,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "MPR_DATABASE_URL": f"sqlite://{var / 'mpr.db'}",
         "MPR_GRPC_PORT": str(grpc_port),
         "MPR_CHUNK_WORKERS": "2",
+        "MPR_FFMPEG": str(testkit.realtime_ffmpeg(base / "ffmpeg-realtime")),
     }
     for name in ("MPR_REDIS_URL", "MPR_API_TOKEN", "MPR_EXECUTOR"):
         env.pop(name, None)

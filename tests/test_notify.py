@@ -25,7 +25,7 @@ from mpr.callbacks import verify
 from mpr.errors import ConfigError, InvalidTransition
 from mpr.models import AssetKind, AssetStatus, JobStatus, MediaAsset, TranscodeJob
 from mpr.settings import Settings
-from testkit import REDIS_URL, _reset_caches, free_port, make_clip, redis_available, require, serving
+from testkit import REDIS_URL, _reset_caches, free_port, make_clip, realtime_ffmpeg, redis_available, require, serving
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -162,7 +162,9 @@ async def test_completed_failed_and_cancelled_jobs_each_send_one_signed_post(
     start_app, receivers, media, clips, long_clip
 ):
     recv = receivers()
-    await start_app(worker=True, MPR_NOTIFY_URL=recv.url, MPR_NOTIFY_SECRET=SECRET)
+    # long.mp4 encodes at native speed (the others at full speed): still running at the cancel on any machine
+    realtime = realtime_ffmpeg(media["var"] / "ffmpeg-realtime", only="long.mp4")
+    await start_app(worker=True, MPR_NOTIFY_URL=recv.url, MPR_NOTIFY_SECRET=SECRET, MPR_FFMPEG=str(realtime))
     good = await add_asset(media, clips["video"], "good.mp4")
     bad = await add_asset(media, clips["video"], "bad.mp4")
     (media["in"] / "bad.mp4").write_bytes(clips["truncated"].read_bytes())  # corrupt after the probe

@@ -17,7 +17,7 @@ import pytest
 
 from mpr import ffmpeg, service
 from mpr.models import JobStatus, TranscodeJob
-from testkit import _reset_caches, ffmpeg_bin, make_clip
+from testkit import _reset_caches, make_clip, realtime_ffmpeg
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -32,7 +32,11 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def queued(sqlite_db, media, monkeypatch: pytest.MonkeyPatch, long_clip: Path):
-    """A unique local queue, the presets, and the long clip registered as an asset."""
+    """A unique local queue, the presets, and the long clip registered as an asset.
+
+    The workers encode at native speed (MPR_FFMPEG in their environment): the 30 s clip is
+    still encoding when a test kills its worker, however fast the machine.
+    """
     from mpr_local.queue import get_queue, reset_queues
 
     from mpr import scan
@@ -42,6 +46,7 @@ async def queued(sqlite_db, media, monkeypatch: pytest.MonkeyPatch, long_clip: P
     monkeypatch.setenv("MPR_LOCAL_QUEUE", f"mprt_{uuid.uuid4().hex[:12]}")
     monkeypatch.setenv("MPR_HEARTBEAT_TIMEOUT", "3")
     monkeypatch.setenv("MPR_LOCAL_REAPER_INTERVAL", "0.5")
+    monkeypatch.setenv("MPR_FFMPEG", str(realtime_ffmpeg(media["var"] / "ffmpeg-realtime")))
     _reset_caches()
     reset_queues()
     await sync_presets()
@@ -167,8 +172,9 @@ async def test_sigkilled_worker_takes_the_chunked_pipelines_ffmpegs_with_it(queu
 
 async def test_reaper_kills_what_the_death_signal_misses_under_a_wrapper(queued, tmp_path):
     # A wrapper that forks ffmpeg (no exec): the death signal stops the shell, not the ffmpeg under it.
+    # (ffmpeg at native speed, as in the fixture: the orphan cannot end by itself before the reaper)
     wrapper = tmp_path / "ffmpeg-wrapper"
-    wrapper.write_text(f'#!/bin/sh\n"{ffmpeg_bin()}" "$@"\nexit $?\n')
+    wrapper.write_text(f'#!/bin/sh\n"{os.environ["MPR_FFMPEG"]}" "$@"\nexit $?\n')
     wrapper.chmod(0o755)
     job = await service.create_job(queued.id, "h264-720p")
     first = Worker(tmp_path / "worker-1.log", MPR_FFMPEG=str(wrapper))
@@ -235,8 +241,9 @@ def test_find_orphans_ignores_a_malformed_marker(marker):
 
 def test_ffmpeg_run_marks_its_process_with_its_owner(tmp_path):
     argv = ffmpeg.build_command(
-        make_clip(tmp_path / "in.mp4", seconds=30.0, size="640x480"), tmp_path / "out.mp4", _preset()
+        make_clip(tmp_path / "in.mp4", seconds=12.0, size="640x480"), tmp_path / "out.mp4", _preset()
     )
+    argv[1:1] = ["-re"]  # at native speed: still running after the 10 s the test may look for it
     cancel = threading.Event()
     errors: list[BaseException] = []
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import os
 import statistics
@@ -17,7 +16,7 @@ from mpr import events, ffmpeg, jobs
 from mpr.chunker.pipeline import Pipeline, listening, work_dir_for
 from mpr.errors import FFmpegError
 from mpr.models import ChunkStatus, JobChunk, JobStatus
-from testkit import make_clip
+from testkit import make_clip, realtime_ffmpeg
 from tests.chunker.chunkcheck import assert_same_frames, inspect
 
 
@@ -45,6 +44,14 @@ async def run_pipeline(pipeline: Pipeline) -> None:
     await asyncio.to_thread(pipeline.run)
 
 
+def realtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encode at native speed (``-re``) from now on in this test: an N s source takes N s on any machine."""
+    from mpr.settings import get_settings
+
+    monkeypatch.setenv("MPR_FFMPEG", str(realtime_ffmpeg(tmp_path / "ffmpeg-realtime")))
+    get_settings.cache_clear()
+
+
 async def test_chunk_events_are_emitted_in_order_with_indices(sources, preset, sqlite_db, new_job, sink, tmp_path):
     job_id = await new_job()
     await run_pipeline(Pipeline(job_id, sources["normal"], tmp_path / "o.mp4", preset, chunk_seconds=1, workers=2))
@@ -64,12 +71,12 @@ async def test_chunk_events_are_emitted_in_order_with_indices(sources, preset, s
     assert all(pos[(events.CHUNK_STARTED, i)] < pos[(events.CHUNK_DONE, i)] for i in range(4))
 
 
-async def test_monitor_reports_progress_every_500ms(preset, sqlite_db, new_job, sink, tmp_path):
-    # long enough (a few seconds even on an idle machine) for several 500 ms ticks
+async def test_monitor_reports_progress_every_500ms(preset, sqlite_db, new_job, sink, tmp_path, monkeypatch):
+    # at native speed the 4 s job lasts 4 s however fast the machine: several 500 ms ticks
+    realtime(tmp_path, monkeypatch)
     source = make_clip(tmp_path / "src.mp4", seconds=4.0, size="640x480", gop=25)
-    slow = dataclasses.replace(preset, speed_preset="veryslow")
     job_id = await new_job()
-    await run_pipeline(Pipeline(job_id, source, tmp_path / "o.mp4", slow, chunk_seconds=1, workers=2))
+    await run_pipeline(Pipeline(job_id, source, tmp_path / "o.mp4", preset, chunk_seconds=1, workers=2))
     progress = [e for e in sink.of(job_id) if e.type == events.PROGRESS]
     assert len(progress) >= 3
     gaps = [b.ts - a.ts for a, b in itertools.pairwise(progress)]
@@ -149,13 +156,15 @@ def _our_ffmpeg_processes(marker: str) -> list[int]:
 
 
 @pytest.mark.parametrize("how", ["event", "job cancelled in the database"])
-async def test_cancel_kills_the_running_chunk_processes(how, preset, sqlite_db, new_job, tmp_path):
-    source = make_clip(tmp_path / "long.mp4", seconds=8.0, size="640x480", gop=25)
-    slow = dataclasses.replace(preset, speed_preset="veryslow")
+async def test_cancel_kills_the_running_chunk_processes(how, preset, sqlite_db, new_job, tmp_path, monkeypatch):
+    # at native speed: a 2 s chunk still encodes when the cancel comes (the database cancel is noticed
+    # at the next 500 ms tick), and the whole job (its 12 s audio) cannot end by itself before 12 s
+    realtime(tmp_path, monkeypatch)
+    source = make_clip(tmp_path / "long.mp4", seconds=12.0, size="640x360", gop=25)
     job_id = await new_job()
     cancel = threading.Event()
     running = threading.Event()
-    pipe = Pipeline(job_id, source, tmp_path / "o.mp4", slow, chunk_seconds=1, workers=2, cancel=cancel)
+    pipe = Pipeline(job_id, source, tmp_path / "o.mp4", preset, chunk_seconds=2, workers=2, cancel=cancel)
 
     started: set[int] = set()
     ended: set[int] = set()
@@ -188,7 +197,7 @@ async def test_cancel_kills_the_running_chunk_processes(how, preset, sqlite_db, 
     rows = await JobChunk.filter(job_id=job_id)
     assert any(r.status == ChunkStatus.CANCELLED for r in rows if r.index in in_flight), (in_flight, rows)
     # about 0.5 s on an idle machine (ffmpeg gets 0.3 s after SIGTERM); the bound is loose for a busy CI
-    # machine and still far below the remaining veryslow encode
+    # machine and still below the 12 s the job takes at native speed
     assert elapsed < 10.0, elapsed
     assert _our_ffmpeg_processes(marker) == []
     statuses = {r.status for r in rows}

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit import free_port, require
+from testkit import free_port, realtime_ffmpeg, require
+from tests.ui.helpers import REALTIME
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -142,9 +143,13 @@ class Server:
 
 @pytest.fixture(scope="session")
 def ui_server(ui_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One real `mpr serve` for the UI tests (each test uses its own uniquely named clips)."""
+    """One real `mpr serve` for the UI tests (each test uses its own uniquely named clips).
+
+    Clips named with ``REALTIME`` encode at native speed there (a test acts while their job runs).
+    """
     require("ffmpeg", shutil.which("ffmpeg") is not None)
-    server = Server(tmp_path_factory.mktemp("ui-server"))
+    realtime = realtime_ffmpeg(tmp_path_factory.mktemp("ui-ffmpeg") / "ffmpeg-realtime", only=REALTIME)
+    server = Server(tmp_path_factory.mktemp("ui-server"), MPR_FFMPEG=str(realtime))
     server.start()
     try:
         yield server

@@ -21,6 +21,9 @@ SCREENSHOTS = (
     else Path(tempfile.gettempdir()) / "mpr-screenshots"
 )
 CLIP_CACHE: dict[tuple, Path] = {}
+# Put in a clip's name (place_clip's stem), it makes the UI server encode that clip at native speed
+# (ffmpeg -re): an N s clip's job runs N s on any machine, for tests that act while it runs.
+REALTIME = "realtime"
 
 
 def place_clip(media_in: Path, cache_dir: Path, stem: str, suffix: str = ".mp4", **clip_args) -> Path:

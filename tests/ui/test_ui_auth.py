@@ -15,8 +15,12 @@ pytestmark = pytest.mark.browser
 
 def test_token_needed_message_then_saved_token_is_used(page, token_server):
     page.goto(token_server.url + "/")
-    # the live stream is refused without the token, and the page says why
-    expect(page.locator(".queue .live-error")).to_contain_text(re.compile("token", re.IGNORECASE), timeout=15_000)
+    # the live stream is refused without the token, the page says why, and it does not retry
+    live = page.locator(".queue .live")
+    expect(live).to_have_attribute("data-state", "unauthenticated", timeout=15_000)
+    expect(live).to_have_attribute("title", re.compile("token", re.IGNORECASE))
+    expect(live).to_contain_text("needs token")
+    expect(page.locator(".queue .live-error")).to_have_count(0)
     page.get_by_role("button", name="Scan media folder").click()
     expect(page.get_by_role("alert")).to_contain_text(re.compile("Bearer|token", re.IGNORECASE))
 
@@ -51,6 +55,13 @@ def test_prompt_for_the_token_then_library_loads_and_plays_from_signed_urls(page
     expect(prompt).to_contain_text("needs its API token")
     expect(page.locator("button.asset")).to_have_count(0)
     expect(page.get_by_role("alert")).to_have_count(0)
+    # the library and the jobs are locked, not empty; the job stream waits for the token
+    library, queue = page.locator(".panel.library"), page.locator(".panel.queue")
+    expect(library).to_contain_text("Enter the API token to see the library.")
+    expect(queue).to_contain_text("Enter the API token to see the jobs.")
+    expect(queue.locator(".live")).to_have_attribute("data-state", "unauthenticated", timeout=15_000)
+    for text in ("No assets yet", "No jobs yet", "Loading assets", "reconnecting"):
+        expect(page.get_by_text(text)).to_have_count(0)
 
     # the prompt opens Settings; saving the token loads the library without a reload
     prompt.get_by_role("button", name="Enter API token").click()
@@ -62,6 +73,8 @@ def test_prompt_for_the_token_then_library_loads_and_plays_from_signed_urls(page
     asset = page.locator(f'button.asset[data-asset="{clip.name}"]')
     expect(asset).to_be_visible()
     expect(page.locator(".queue .live")).to_have_attribute("data-state", "live", timeout=15_000)
+    expect(queue).to_contain_text("No jobs yet")  # now known to be empty
+    expect(page.get_by_text(re.compile("Enter the API token to see"))).to_have_count(0)
 
     # the player streams from the signed URL the API gave (Range: 206), and plays
     with page.expect_response(lambda r: "/media/in/" in r.url and "sig=" in r.url and r.status == 206):
@@ -89,6 +102,8 @@ def test_chunker_prompts_for_the_token_and_loads_after_it_is_saved(page, token_s
     prompt = page.get_by_test_id("auth-prompt")
     expect(prompt).to_contain_text("needs its API token")
     expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.get_by_text("Enter the API token to see the ready videos.")).to_be_visible()
+    expect(page.get_by_text("No ready video assets")).to_have_count(0)
     prompt.get_by_role("button", name="Enter API token").click()
     page.get_by_label("API token").fill("ui-test-token")
     page.get_by_role("button", name="Save token").click()

@@ -11,7 +11,7 @@ import uuid
 import pytest
 from playwright.sync_api import expect
 
-from tests.ui.helpers import SCREENSHOTS, create_job_id, is_graphql_mutation, place_clip
+from tests.ui.helpers import REALTIME, SCREENSHOTS, create_job_id, is_graphql_mutation, place_clip
 
 pytestmark = pytest.mark.browser
 
@@ -162,7 +162,8 @@ def test_scan_play_seek_trim_and_transcode_to_completion(page, ui_server, clip_c
 
 
 def test_cancel_running_job_and_retry_failed_job(page, ui_server, clip_cache):
-    long_clip = place_clip(ui_server.media_in, clip_cache, "long", seconds=30.0, size="640x360", gop=50)
+    # encoded at native speed: 30 s of running job to cancel, on any machine
+    long_clip = place_clip(ui_server.media_in, clip_cache, f"long-{REALTIME}", seconds=30.0, size="640x360", gop=50)
     broken = place_clip(ui_server.media_in, clip_cache, "broken", seconds=2.0)
     good_bytes = broken.read_bytes()
 
@@ -263,7 +264,8 @@ def test_comments_token_and_delete_with_confirmation(page, ui_server, clip_cache
 
 
 def test_job_queue_catches_up_after_a_dropped_stream(page, ui_server, proxy, clip_cache):
-    clip = place_clip(ui_server.media_in, clip_cache, "dropped", seconds=10.0, size="640x360", gop=25)
+    # encoded at native speed: the job still runs when the stream drops, on any machine
+    clip = place_clip(ui_server.media_in, clip_cache, f"dropped-{REALTIME}", seconds=10.0, size="640x360", gop=25)
     scan_and_select(page, ui_server, clip.name)  # through the server, to register the clip
     page.goto(f"{proxy.url}/")
     page.locator(f'button.asset[data-asset="{clip.name}"]').click()

@@ -15,7 +15,7 @@ import pytest
 
 from mpr import service
 from mpr.models import JobStatus, TranscodeJob
-from testkit import REDIS_URL, _open_db, _reset_caches, redis_available, require
+from testkit import REDIS_URL, _open_db, _reset_caches, realtime_ffmpeg, redis_available, require
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -93,8 +93,12 @@ def kill_orphans(marker: str) -> None:
 
 
 async def test_sigkilled_worker_job_is_reaped_and_queued_job_is_not_lost(
-    deployment, library, media, long_clip, tmp_path
+    deployment, library, media, long_clip, tmp_path, monkeypatch
 ):
+    # the long encode takes the clip's 20 s on any machine (the workers get MPR_FFMPEG): it is
+    # still running when the worker is killed; the short copy runs at full speed
+    monkeypatch.setenv("MPR_FFMPEG", str(realtime_ffmpeg(tmp_path / "ffmpeg-realtime", only="long.mp4")))
+    _reset_caches()
     long_asset = await library.add("long.mp4", long_clip)
     short_asset = await library.add("sample.mp4")
     lost = await service.create_job(long_asset.id, "h264-720p")
@@ -123,7 +127,12 @@ async def test_sigkilled_worker_job_is_reaped_and_queued_job_is_not_lost(
         assert done.worker.split(":")[1] == str(second.pid)
         assert (media["out"] / done.output_path).is_file()
         assert not (media["out"] / job.output_path).exists()
-        assert not [p.name for p in media["out"].rglob("*") if lost.id.hex in p.name]  # no partial file left
+        # no partial file left: the reaper removes it right after marking the job FAILED, so wait for it
+        # (the queued copy may well have completed before the reaping)
+        deadline = time.monotonic() + 30
+        while partial := [p.name for p in media["out"].rglob("*") if lost.id.hex in p.name]:
+            assert time.monotonic() < deadline, (partial, second.text())
+            await asyncio.sleep(0.1)
 
         # the lost job can be run again
         await service.retry_job(lost.id)
@@ -143,6 +152,8 @@ async def test_sigterm_stops_worker_now_and_fails_its_running_job(sqlite_db, mon
     from mpr_local.queue import get_queue, reset_queues
 
     monkeypatch.setenv("MPR_LOCAL_QUEUE", f"mprt_{uuid.uuid4().hex[:12]}")
+    # the worker encodes at native speed: still running when SIGTERM comes, on any machine
+    monkeypatch.setenv("MPR_FFMPEG", str(realtime_ffmpeg(tmp_path / "ffmpeg-realtime")))
     _reset_caches()
     reset_queues()
     asset = await library.add("long.mp4", long_clip)

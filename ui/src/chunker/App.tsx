@@ -7,6 +7,7 @@ import {
   LiveIndicator,
   ProgressBar,
   StatusBadge,
+  useAuthNeeded,
   useTokenVersion,
 } from "../components/common";
 import { createJob, defaultPreset, getJob, listAssets, listJobs, listPresets } from "../lib/api";
@@ -51,6 +52,7 @@ function StartForm({ onError }: { onError: OnError }) {
   const [assetTotal, setAssetTotal] = useState(0);
   const ids = { asset: useId(), find: useId(), preset: useId(), secs: useId(), workers: useId(), job: useId() };
   const tokenVersion = useTokenVersion();
+  const locked = useAuthNeeded();
 
   useEffect(() => {
     Promise.all([listPresets(), listJobs(50)])
@@ -107,7 +109,9 @@ function StartForm({ onError }: { onError: OnError }) {
     <div className="chunker-start">
       <section className="panel" aria-labelledby="start-title">
         <h2 id="start-title">Start a chunked job</h2>
-        {loaded && assetTotal === 0 && !assetSearch ? (
+        {locked ? (
+          <Empty>Enter the API token to see the ready videos.</Empty>
+        ) : loaded && assetTotal === 0 && !assetSearch ? (
           <Empty>
             No ready video assets. Scan the media folder in the <a href="/">Timeline UI</a> first.
           </Empty>
@@ -180,7 +184,7 @@ function StartForm({ onError }: { onError: OnError }) {
           <input id={ids.job} value={jobId} onChange={(e) => setJobId(e.target.value)} placeholder="uuid" />
           <button type="submit">Open</button>
         </form>
-        {recent.length > 0 && (
+        {recent.length > 0 && !locked && (
           <ul className="recent" aria-label="Recent chunked jobs">
             {recent.map((j) => (
               <li key={j.id}>

@@ -1,5 +1,5 @@
 import { useEffect, useId, useRef, useState, type ReactNode } from "react";
-import { getToken, onAuthNeeded, onOpenSettings, onTokenChange, openSettings, setToken } from "../lib/settings";
+import { getToken, isAuthNeeded, onAuthNeeded, onOpenSettings, onTokenChange, openSettings, setToken } from "../lib/settings";
 import { autoBadge } from "../lib/format";
 
 export function StatusBadge({ status }: { status: string }) {
@@ -118,14 +118,20 @@ export function useTokenVersion(): number {
   return version;
 }
 
+/** True while the server refuses reads for want of the API token (until a token is saved). */
+export function useAuthNeeded(): boolean {
+  const [needed, setNeeded] = useState(isAuthNeeded);
+  useEffect(() => onAuthNeeded(() => setNeeded(true)), []);
+  useEffect(() => onTokenChange(() => setNeeded(false)), []);
+  return needed;
+}
+
 /**
  * Shown when the server refused a read for want of the API token (MPR_API_TOKEN is set): says so
  * and opens Settings; gone once a token is saved (the page then reloads its data).
  */
 export function AuthPrompt() {
-  const [needed, setNeeded] = useState(false);
-  useEffect(() => onAuthNeeded(() => setNeeded(true)), []);
-  useEffect(() => onTokenChange(() => setNeeded(false)), []);
+  const needed = useAuthNeeded();
   if (!needed) return null;
   return (
     <section className="auth-prompt" aria-label="Token required" data-testid="auth-prompt">
@@ -163,7 +169,8 @@ export function Header({ current }: { current: "timeline" | "chunker" }) {
 
 /** Connection state of a live stream, for the header of a panel. */
 export function LiveIndicator({ state, error }: { state: string; error?: string }) {
-  const text = state === "live" ? "live" : state === "reconnecting" ? "reconnecting…" : state;
+  const text =
+    state === "live" ? "live" : state === "reconnecting" ? "reconnecting…" : state === "unauthenticated" ? "needs token" : state;
   return (
     <span className={`live live-${state}`} role="status" data-state={state} title={error || undefined}>
       <span className="dot" aria-hidden="true" /> {text}

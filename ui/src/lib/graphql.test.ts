@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ApiError, AuthError, errorMessage, gql, isAuthError, readGraphQL } from "./graphql";
-import { onAuthNeeded } from "./settings";
+import { onAuthNeeded, setToken } from "./settings";
 
 const json = (body: unknown, status = 200, statusText = "") =>
   new Response(JSON.stringify(body), { status, statusText, headers: { "Content-Type": "application/json" } });
@@ -107,6 +107,25 @@ describe("gql", () => {
       expect(announced).toBe(1);
     } finally {
       stop();
+    }
+  });
+
+  it("does not announce a refusal of a request sent before a new token was saved", async () => {
+    let announced = 0;
+    const stop = onAuthNeeded(() => announced++);
+    try {
+      const refusal = { data: null, errors: [{ message: "needs the token", extensions: { code: "UNAUTHENTICATED" } }] };
+      let answer: (r: Response) => void = () => undefined;
+      vi.stubGlobal("fetch", () => new Promise<Response>((resolve) => (answer = resolve)));
+      const old = gql("{ assets { id } }");
+      await Promise.resolve(); // the request is on its way without a token
+      setToken("new-token");
+      answer(json(refusal));
+      await expect(old).rejects.toBeInstanceOf(AuthError);
+      expect(announced).toBe(0);
+    } finally {
+      stop();
+      setToken("");
     }
   });
 

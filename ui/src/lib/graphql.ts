@@ -19,10 +19,11 @@ interface GraphQLResponse<T> {
 /** Run one GraphQL operation against /graphql; throws ApiError with a readable message. */
 export async function gql<T>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
   let response: Response;
+  const auth = authHeaders();
   try {
     response = await fetch("/graphql", {
       method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json", ...authHeaders() },
+      headers: { "Content-Type": "application/json", Accept: "application/json", ...auth },
       body: JSON.stringify({ query, variables }),
     });
   } catch {
@@ -31,7 +32,8 @@ export async function gql<T>(query: string, variables: Record<string, unknown> =
   try {
     return await readGraphQL<T>(response);
   } catch (err) {
-    if (isAuthError(err)) reportAuthNeeded();
+    // a refusal of a request sent before a new token was saved says nothing about the new one
+    if (isAuthError(err) && auth.Authorization === authHeaders().Authorization) reportAuthNeeded();
     throw err;
   }
 }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { authHeaders, getToken, onAuthNeeded, onOpenSettings, onTokenChange, openSettings, reportAuthNeeded, setToken } from "./settings";
+import { authHeaders, getToken, isAuthNeeded, onAuthNeeded, onOpenSettings, onTokenChange, openSettings, reportAuthNeeded, setToken } from "./settings";
 
 describe("the API token in Settings", () => {
   afterEach(() => {
@@ -50,5 +50,14 @@ describe("the API token in Settings", () => {
     for (const stop of stops) stop();
     reportAuthNeeded();
     expect([needed, opened]).toEqual([1, 2]);
+  });
+
+  it("remembers that the token is needed until one is saved (the panels show 'locked')", () => {
+    setToken("");
+    expect(isAuthNeeded()).toBe(false);
+    reportAuthNeeded();
+    expect(isAuthNeeded()).toBe(true);
+    setToken("the-token");
+    expect(isAuthNeeded()).toBe(false);
   });
 });

@@ -19,6 +19,7 @@ export function setToken(token: string): void {
   } catch {
     pageToken = token || null;
   }
+  authNeeded = false;
   events.dispatchEvent(new Event(TOKEN_CHANGED));
 }
 
@@ -39,8 +40,17 @@ export function onTokenChange(callback: () => void): () => void {
   return listen(TOKEN_CHANGED, callback);
 }
 
+// True from a read refused for want of the token until a token is saved: the panels say the library is
+// locked rather than empty.
+let authNeeded = false;
+
+export function isAuthNeeded(): boolean {
+  return authNeeded;
+}
+
 /** Tell the page the server refused a request for want of the token (the prompt appears). */
 export function reportAuthNeeded(): void {
+  authNeeded = true;
   events.dispatchEvent(new Event(AUTH_NEEDED));
 }
 

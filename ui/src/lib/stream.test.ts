@@ -8,7 +8,7 @@ import { RpcError } from "@protobuf-ts/runtime-rpc";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ChunkerServiceClient } from "../gen/mpr/v1/events.client";
 import { PipelineEvent, StreamJobsRequest, StreamRequest } from "../gen/mpr/v1/events";
-import { setToken } from "./settings";
+import { onAuthNeeded, setToken } from "./settings";
 import { decodeGrpcMessage, describe as describeError, followStream, type ResumableOptions, type StreamStats } from "./stream";
 
 /** How one call ends: trailers with OK, a cut connection, an error status, or never (open). */
@@ -248,14 +248,39 @@ describe("followStream over gRPC-Web", () => {
     expect(last).toMatchObject({ state: "closed", reconnects: 2 });
   });
 
-  it("says to set the token when the server refuses the stream, and keeps trying", async () => {
-    const refuse = { events: [], end: { code: 16, message: "missing token", headersOnly: true } } as Step;
-    const s = await serve([refuse, refuse, { events: [1, FINAL_SEQ], end: "ok" }]);
-    const run = follow(s.url);
-    const last = await run.finished;
-    expect(run.stats.map((x) => x.error)).toContain("Not authorised for live events: set the API token in Settings.");
-    expect(run.events).toEqual([1, FINAL_SEQ]);
-    expect(last).toMatchObject({ state: "ended", reconnects: 2, error: "" });
+  it("says to set the token when the server refuses the stream, and stops retrying until restarted", async () => {
+    let announced = 0;
+    const unlisten = onAuthNeeded(() => announced++);
+    try {
+      for (const headersOnly of [true, false]) {
+        // grpc-status 16 in the headers (trailers-only) or in the trailers: the transport's RpcError code UNAUTHENTICATED
+        const refuse = { events: [], end: { code: 16, message: "missing token", headersOnly } } as Step;
+        const s = await serve([refuse, { events: [1, FINAL_SEQ], end: "ok" }]);
+        const stats: StreamStats[] = [];
+        const refused = new Promise<StreamStats>((resolve) =>
+          follow(s.url, { onStats: (x) => (stats.push(x), x.state === "unauthenticated" && resolve(x)) }),
+        );
+        const last = await refused;
+        expect(last).toMatchObject({
+          state: "unauthenticated",
+          reconnects: 0,
+          error: "Not authorised for live events: set the API token in Settings.",
+        });
+        expect(stats.map((x) => x.state)).not.toContain("reconnecting");
+        expect(s.seen).toHaveLength(1);
+        // the page restarts the stream once a token is saved: that one is served
+        const again = follow(s.url);
+        expect((await again.finished).state).toBe("ended");
+        expect(again.events).toEqual([1, FINAL_SEQ]);
+        expect(s.seen).toHaveLength(2); // the refused follow never called again
+        expect(stats.at(-1)?.state).toBe("unauthenticated"); // nor reported anything after
+        await s.stop();
+        server = null;
+      }
+      expect(announced).toBe(2); // the token prompt is shown
+    } finally {
+      unlisten();
+    }
   });
 
   it("stops: the open call is aborted and nothing is delivered afterwards", async () => {

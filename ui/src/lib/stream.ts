@@ -5,7 +5,7 @@ import { GrpcWebFetchTransport } from "@protobuf-ts/grpcweb-transport";
 import { RpcError, type RpcOptions, type ServerStreamingCall } from "@protobuf-ts/runtime-rpc";
 import { ChunkerServiceClient } from "../gen/mpr/v1/events.client";
 import type { PipelineEvent } from "../gen/mpr/v1/events";
-import { authHeaders } from "./settings";
+import { authHeaders, reportAuthNeeded } from "./settings";
 
 export type { PipelineEvent };
 
@@ -17,7 +17,8 @@ export function rpcOptions(signal: AbortSignal): RpcOptions {
   return { abort: signal, meta: authHeaders() };
 }
 
-export type StreamState = "connecting" | "live" | "reconnecting" | "ended" | "closed";
+/** "unauthenticated": refused for want of a valid API token; not retried (the page restarts it once a token is saved). */
+export type StreamState = "connecting" | "live" | "reconnecting" | "ended" | "closed" | "unauthenticated";
 
 export interface StreamStats {
   state: StreamState;
@@ -55,9 +56,14 @@ export function decodeGrpcMessage(message: string): string {
   }
 }
 
+/** True when the server refused the call for the token (grpc-status 16/7, or HTTP 401/403 mapped to them). */
+export function isAuthRefusal(err: unknown): boolean {
+  return err instanceof RpcError && (err.code === "UNAUTHENTICATED" || err.code === "PERMISSION_DENIED");
+}
+
 export function describe(err: unknown): string {
   if (err instanceof RpcError) {
-    if (err.code === "UNAUTHENTICATED" || err.code === "PERMISSION_DENIED") {
+    if (isAuthRefusal(err)) {
       return "Not authorised for live events: set the API token in Settings.";
     }
     return `${err.code}: ${decodeGrpcMessage(err.message)}`;
@@ -87,13 +93,15 @@ export function followStream(options: ResumableOptions): () => void {
     const firstDelay = options.retryDelay ?? 300;
     let delay = firstDelay;
     let done = false;
+    let refused = false;
     while (!stop.signal.aborted && !done) {
       const attempt = new AbortController();
       const onStop = () => attempt.abort();
       stop.signal.addEventListener("abort", onStop);
       let delivered = false;
+      const rpc = rpcOptions(attempt.signal);
       try {
-        const call = options.open(stats.lastSequence, rpcOptions(attempt.signal));
+        const call = options.open(stats.lastSequence, rpc);
         publish({ state: stats.reconnects ? "reconnecting" : "connecting" });
         // Response headers arrive as soon as the server accepts the stream, before any event.
         const connected = () => {
@@ -127,6 +135,14 @@ export function followStream(options: ResumableOptions): () => void {
       } catch (err) {
         if (stop.signal.aborted) break;
         if (done) break;
+        if (isAuthRefusal(err)) {
+          // retrying cannot help without a (new) token: say so, and stop
+          refused = true;
+          publish({ state: "unauthenticated", error: describe(err) });
+          // the token prompt, unless a new token was saved meanwhile (the page restarts the stream with it)
+          if (rpc.meta?.Authorization === authHeaders().Authorization) reportAuthNeeded();
+          break;
+        }
         stats.reconnects += 1;
         publish({ state: "reconnecting", error: describe(err) });
         await new Promise((r) => setTimeout(r, delay));
@@ -135,7 +151,7 @@ export function followStream(options: ResumableOptions): () => void {
         stop.signal.removeEventListener("abort", onStop);
       }
     }
-    publish({ state: stop.signal.aborted ? "closed" : "ended" });
+    if (!refused) publish({ state: stop.signal.aborted ? "closed" : "ended" });
   };
   void run();
   return () => stop.abort();

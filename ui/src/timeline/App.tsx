@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { AuthPrompt, Empty, ErrorBanner, Header, useTokenVersion } from "../components/common";
+import { AuthPrompt, Empty, ErrorBanner, Header, useAuthNeeded, useTokenVersion } from "../components/common";
 import {
   getAsset,
   getJob,
@@ -37,6 +37,7 @@ export function App() {
   // A refused read (MPR_API_TOKEN set, none saved here) shows the token prompt, not an error; a saved
   // token bumps tokenVersion, and every loader below runs again with it.
   const tokenVersion = useTokenVersion();
+  const locked = useAuthNeeded();
   const report = useCallback((err: unknown) => {
     if (!isAuthError(err)) setError(errorMessage(err));
   }, []);
@@ -228,6 +229,7 @@ export function App() {
           assets={assets}
           total={total}
           loading={loading}
+          locked={locked}
           filtered={!!(filter.search || filter.kind || filter.status)}
           selectedId={selected?.id ?? null}
           onSelect={select}
@@ -257,7 +259,7 @@ export function App() {
             <Empty>Select an asset in the library to play it, trim it and transcode it.</Empty>
           </section>
         )}
-        <JobQueue jobs={jobs} live={live} stats={stats} onJobChanged={upsertJob} onJobDeleted={removeJob} />
+        <JobQueue jobs={jobs} live={live} locked={locked} stats={stats} onJobChanged={upsertJob} onJobDeleted={removeJob} />
       </main>
     </>
   );

@@ -6,17 +6,20 @@ import { bytes, eta, sizeChange, spaceSaved, speed, timecode } from "../lib/form
 import type { Statistics } from "../lib/api";
 import type { Job } from "../lib/types";
 import { deletePrompt, jobActions } from "./jobActions";
+import { LOCKED_JOBS, queueView } from "./panels";
 
 interface Props {
   jobs: Job[];
   live: { state: string; error: string };
+  /** Reads are refused for want of the API token: the queue is locked, not empty. */
+  locked: boolean;
   /** Space saved by all completed jobs (the statistics query); null until read. */
   stats: Statistics | null;
   onJobChanged(job: Job): void;
   onJobDeleted(id: string): void;
 }
 
-function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live" | "stats"> & { job: Job }) {
+function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live" | "locked" | "stats"> & { job: Job }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
   const [confirming, setConfirming] = useState(false);
@@ -129,13 +132,14 @@ function JobRow({ job, onJobChanged, onJobDeleted }: Omit<Props, "jobs" | "live"
   );
 }
 
-export function JobQueue({ jobs, live, stats, onJobChanged, onJobDeleted }: Props) {
+export function JobQueue({ jobs, live, locked, stats, onJobChanged, onJobDeleted }: Props) {
   const saved = spaceSaved(stats);
+  const view = queueView(locked, jobs.length);
   return (
     <section className="panel queue" aria-labelledby="queue-title">
       <div className="panel-head">
         <h2 id="queue-title">Jobs</h2>
-        {stats && saved && (
+        {stats && saved && !locked && (
           <span
             className="muted queue-saved"
             data-testid="space-saved"
@@ -152,7 +156,9 @@ export function JobQueue({ jobs, live, stats, onJobChanged, onJobDeleted }: Prop
           Live updates interrupted ({live.error}); reconnecting…
         </p>
       )}
-      {jobs.length === 0 ? (
+      {view === "locked" ? (
+        <Empty>{LOCKED_JOBS}</Empty>
+      ) : view === "empty" ? (
         <Empty>No jobs yet. Pick an asset and press Transcode.</Empty>
       ) : (
         <ul className="jobs" aria-label="Job queue">

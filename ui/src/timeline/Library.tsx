@@ -5,6 +5,7 @@ import { errorMessage } from "../lib/graphql";
 import { duration } from "../lib/format";
 import { showingText } from "../lib/paging";
 import type { Asset } from "../lib/types";
+import { LOCKED_LIBRARY, libraryView } from "./panels";
 import { UploadButton } from "./UploadButton";
 
 /** How long the search box waits for more typing before asking the server. */
@@ -16,6 +17,8 @@ interface Props {
   /** How many assets match the filters in all. */
   total: number;
   loading: boolean;
+  /** Reads are refused for want of the API token: the library is locked, not empty. */
+  locked: boolean;
   /** True when the shown list is filtered (a search, a kind or a status). */
   filtered: boolean;
   selectedId: string | null;
@@ -27,13 +30,14 @@ interface Props {
 }
 
 export function Library(props: Props) {
-  const { assets, total, loading, filtered, selectedId, onSelect, onFilter, onLoadMore, onScanned, onError } = props;
+  const { assets, total, loading, locked, filtered, selectedId, onSelect, onFilter, onLoadMore, onScanned, onError } = props;
   const [query, setQuery] = useState("");
   const [kind, setKind] = useState("");
   const [status, setStatus] = useState("");
   const [scanning, setScanning] = useState(false);
   const [scan, setScan] = useState<ScanResult | null>(null);
   const ids = { q: useId(), kind: useId(), status: useId() };
+  const view = libraryView({ locked, loading, shown: assets.length, total, filtered });
 
   // The server filters: a new kind/status asks at once, typing in the search box after a pause.
   const sent = useRef({ search: "", kind: "", status: "" });
@@ -95,11 +99,13 @@ export function Library(props: Props) {
           <option value="missing">Missing</option>
         </select>
       </div>
-      {loading && assets.length === 0 ? (
+      {view === "locked" ? (
+        <Empty>{LOCKED_LIBRARY}</Empty>
+      ) : view === "loading" ? (
         <Empty>Loading assets…</Empty>
-      ) : total === 0 && !filtered ? (
+      ) : view === "empty" ? (
         <Empty>No assets yet. Upload video or audio files, or put them in the media folder: MPR finds those on its own after a minute or two (or press “Scan media folder”).</Empty>
-      ) : assets.length === 0 ? (
+      ) : view === "no-match" ? (
         <Empty>No asset matches these filters.</Empty>
       ) : (
         <>
